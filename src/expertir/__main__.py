@@ -1,0 +1,5 @@
+import sys
+
+from expertir.cli.main import main
+
+sys.exit(main())

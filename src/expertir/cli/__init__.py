@@ -1,0 +1,1 @@
+"""Command-line interface: ``expertir <command>``; one module per command."""

@@ -1,0 +1,11 @@
+"""Models: shared blocks (``blocks``), the backbone (``backbone``), one file per model.
+
+Importing this package registers every model; build one with ``build_model(name, **cfg)``.
+"""
+
+from expertir.models.registry import build_model, list_models, register_model, resolve
+
+# Each import registers its model(s).
+from expertir.models import restormer  # noqa: F401,E402
+
+__all__ = ["build_model", "list_models", "register_model", "resolve"]

@@ -1,0 +1,184 @@
+"""Shared building blocks of the Restormer-style backbone (Zamir et al., CVPR 2022).
+
+Every model in :mod:`expertir.models` is built from these pieces. Methods change the
+network only through two hooks of :class:`TransformerBlock`:
+
+* ``ffn``: the block's feed-forward module (GDFN by default). SLER-IR swaps it for a
+  mixture of experts.
+* ``branch``: an optional residual branch after the block, ``x <- x + branch(x, ctx)``.
+  CEA puts its token-wise low-rank update there.
+
+Both receive a :class:`ForwardContext` that carries per-forward conditioning (e.g. a
+routing embedding computed once from the input image) and collects auxiliary outputs
+(embeddings, routing maps, auxiliary losses) for the trainer and for visualisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ForwardContext:
+    """State shared by all blocks during one forward pass.
+
+    ``cond`` holds inputs computed once per forward (method specific), ``aux`` collects
+    tensors for inspection, ``losses`` collects auxiliary training losses by name.
+    ``labels`` are the task ids of the batch when the trainer provides them (training
+    only: the model never sees them at test time). ``record`` says whether ``aux`` is
+    wanted; modules skip storing large maps when it is False.
+    """
+
+    record: bool = False
+    labels: torch.Tensor | None = None
+    cond: dict[str, Any] = field(default_factory=dict)
+    aux: dict[str, Any] = field(default_factory=dict)
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def add_loss(self, name: str, value: torch.Tensor) -> None:
+        """Accumulate a named auxiliary loss (summed over the layers that add it)."""
+        self.losses[name] = self.losses[name] + value if name in self.losses else value
+
+
+@dataclass(frozen=True)
+class BlockSite:
+    """Where a transformer block sits in the U-Net; hooks use it to decide what to build."""
+
+    stage: str  # "encoder", "latent", "decoder" or "refinement"
+    level: int  # 1 (full resolution) .. 4 (latent)
+    index: int  # block index inside its stage
+    dim: int
+    num_heads: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.stage}{self.level}.{self.index}"
+
+
+class LayerNorm2d(nn.Module):
+    """Layer normalisation over the channels of each pixel (Restormer's ``WithBias`` norm)."""
+
+    def __init__(self, dim: int, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, x.shape[-1:], self.weight, self.bias, eps=1e-5)
+        return x.permute(0, 3, 1, 2)
+
+
+class MDTA(nn.Module):
+    """Multi-Dconv head transposed attention (Restormer Sec. 3.1): attention across
+    channels, so its cost is linear in the number of pixels."""
+
+    def __init__(self, dim: int, num_heads: int, bias: bool = False):
+        super().__init__()
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=bias)
+        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
+        self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
+        q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w) for t in (q, k, v))
+        q = F.normalize(q, dim=-1)
+        k = F.normalize(k, dim=-1)
+        attn = (q @ k.transpose(-2, -1)) * self.temperature
+        out = attn.softmax(dim=-1) @ v
+        return self.project_out(out.reshape(b, c, h, w))
+
+
+def gdfn_hidden(dim: int, expansion: float) -> int:
+    return int(dim * expansion)
+
+
+class GDFN(nn.Module):
+    """Gated-Dconv feed-forward network (Restormer Sec. 3.2)."""
+
+    def __init__(self, dim: int, expansion: float = 2.66, bias: bool = False):
+        super().__init__()
+        hidden = gdfn_hidden(dim, expansion)
+        self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=bias)
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
+        self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext | None = None) -> torch.Tensor:
+        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(x1) * x2)
+
+
+class TransformerBlock(nn.Module):
+    """``x + MDTA(LN(x))``, then ``x + FFN(LN(x), ctx)``, then ``x + branch(x, ctx)``."""
+
+    def __init__(self, site: BlockSite, ffn: nn.Module, branch: nn.Module | None = None,
+                 bias: bool = False):
+        super().__init__()
+        self.site = site
+        self.norm1 = LayerNorm2d(site.dim)
+        self.attn = MDTA(site.dim, site.num_heads, bias)
+        self.norm2 = LayerNorm2d(site.dim)
+        self.ffn = ffn
+        self.branch = branch
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        x = x + self.ffn(self.norm2(x), ctx)
+        if self.branch is not None:
+            x = x + self.branch(x, ctx)
+        return x
+
+
+class BlockStack(nn.ModuleList):
+    """A sequence of transformer blocks that passes the forward context along."""
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        for block in self:
+            x = block(x, ctx)
+        return x
+
+
+class OverlapPatchEmbed(nn.Module):
+    """3x3 convolution from image channels to features (overlapped patch embedding)."""
+
+    def __init__(self, in_channels: int, dim: int, bias: bool = False):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, dim, 3, padding=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class Downsample(nn.Sequential):
+    """Halve the resolution, double the channels (conv + pixel-unshuffle)."""
+
+    def __init__(self, dim: int):
+        super().__init__(nn.Conv2d(dim, dim // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
+
+
+class Upsample(nn.Sequential):
+    """Double the resolution, halve the channels (conv + pixel-shuffle)."""
+
+    def __init__(self, dim: int):
+        super().__init__(nn.Conv2d(dim, dim * 2, 3, padding=1, bias=False), nn.PixelShuffle(2))
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad the bottom/right of an NCHW tensor so H and W are multiples of ``multiple``.
+
+    Reflection where the image is large enough, replication otherwise (e.g. a 1x1 image).
+    """
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
