@@ -1,0 +1,178 @@
+"""Reading and writing images with Pillow (OpenCV only for 16-bit colour, which Pillow lacks).
+
+Every image is handed to the models as float32 RGB in [0, 1], shape H×W×3. What the
+network does not see is kept aside and put back on writing: the alpha channel, whether the
+input was gray, and its bit depth (8 or 16). EXIF orientation is applied on reading.
+Palette, CMYK and other modes are converted to RGB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from expertir.errors import ExpertirError, ImageReadError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+_SIXTEEN_BIT_FORMATS = (".png", ".tif", ".tiff")
+
+
+@dataclass
+class LoadedImage:
+    """An image ready for a model, plus what is needed to write the result back alike."""
+
+    path: Path
+    rgb: np.ndarray  # float32, H×W×3, [0, 1]
+    alpha: np.ndarray | None = None  # float32, H×W, [0, 1]
+    bit_depth: int = 8
+    gray: bool = False
+    mode: str = "RGB"  # Pillow mode of the file as read
+
+
+def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """Image files in ``folder`` (by extension), sorted."""
+    folder = Path(folder)
+    pattern = folder.rglob("*") if recursive else folder.glob("*")
+    return sorted(p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _png_bit_depth(path: Path) -> int:
+    with open(path, "rb") as f:
+        head = f.read(26)
+    return head[24] if len(head) >= 26 and head[:8] == b"\x89PNG\r\n\x1a\n" else 8
+
+
+def _read_16bit_colour(path: Path) -> np.ndarray | None:
+    """16-bit colour via OpenCV (Pillow reads those as 8-bit); None if not 16-bit colour."""
+    import cv2
+
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3:
+        return None
+    order = [2, 1, 0, 3][: arr.shape[2]]  # BGR(A) -> RGB(A)
+    return arr[..., order].astype(np.float32) / 65535.0
+
+
+def read_image(path: str | Path) -> LoadedImage:
+    """Read any supported image; raise :class:`ImageReadError` with a one-line reason."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(path, "no such file")
+    if path.is_dir():
+        raise ImageReadError(path, "is a directory, not an image")
+    if path.stat().st_size == 0:
+        raise ImageReadError(path, "empty file (0 bytes)")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            mode = im.mode
+            tiff_bits = im.tag_v2.get(258) if hasattr(im, "tag_v2") else None
+            arr16 = None
+            if mode in ("RGB", "RGBA") and path.suffix.lower() in _SIXTEEN_BIT_FORMATS:
+                sixteen = (_png_bit_depth(path) == 16 if path.suffix.lower() == ".png"
+                           else bool(tiff_bits) and max(np.atleast_1d(tiff_bits)) == 16)
+                arr16 = _read_16bit_colour(path) if sixteen else None
+            if arr16 is not None:
+                rgb, alpha = arr16[..., :3], (arr16[..., 3] if arr16.shape[2] == 4 else None)
+                return LoadedImage(path, np.ascontiguousarray(rgb), alpha, 16, False, mode)
+            return _from_pil(path, im)
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not a recognised image file") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "truncated" in reason.lower() or "image file is" in reason.lower():
+            reason = f"truncated or corrupt image ({reason})"
+        raise ImageReadError(path, f"cannot decode image: {reason}") from None
+
+
+def _from_pil(path: Path, im: Image.Image) -> LoadedImage:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        arr = np.asarray(im, dtype=np.uint16).astype(np.float32) / 65535.0
+        return LoadedImage(path, np.repeat(arr[..., None], 3, axis=2), None, 16, True, mode)
+    if mode in ("I", "F"):
+        arr = np.asarray(im, dtype=np.float32)
+        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        arr = np.clip(arr / top, 0, 1)
+        return LoadedImage(path, np.repeat(arr[..., None], 3, axis=2), None,
+                           16 if top > 255 else 8, True, mode)
+    if mode in ("1", "L"):
+        arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        return LoadedImage(path, np.repeat(arr[..., None], 3, axis=2), None, 8, True, mode)
+    alpha = None
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        alpha = np.asarray(rgba, dtype=np.float32)[..., 3] / 255.0
+        rgb = rgba.convert("RGB")
+    else:
+        rgb = im.convert("RGB")  # P, CMYK, YCbCr, ...
+    gray = mode in ("LA",)
+    arr = np.asarray(rgb, dtype=np.float32) / 255.0
+    return LoadedImage(path, arr, alpha, 8, gray, mode)
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Float32 H×W×3 RGB in [0, 1] (gray replicated to three channels)."""
+    return read_image(path).rgb
+
+
+def _quantise(arr: np.ndarray, bit_depth: int) -> np.ndarray:
+    top = 65535 if bit_depth == 16 else 255
+    dtype = np.uint16 if bit_depth == 16 else np.uint8
+    return np.round(np.clip(arr, 0.0, 1.0) * top).astype(dtype)
+
+
+def save_rgb(path: str | Path, rgb: np.ndarray, bit_depth: int = 8) -> None:
+    """Write float RGB in [0, 1] (or H×W gray) to ``path``; format from the extension."""
+    _write(Path(path), rgb, None, bit_depth, gray=rgb.ndim == 2, mode="RGB")
+
+
+def write_image(path: str | Path, rgb: np.ndarray, like: LoadedImage) -> None:
+    """Write a restored image the way ``like`` was read: alpha, gray-ness and bit depth."""
+    if like.gray:
+        rgb = rgb.mean(axis=2)
+    _write(Path(path), rgb, like.alpha, like.bit_depth, like.gray, like.mode)
+
+
+def _write(path: Path, arr: np.ndarray, alpha: np.ndarray | None, bit_depth: int,
+           gray: bool, mode: str) -> None:
+    ext = path.suffix.lower()
+    if ext not in IMAGE_EXTENSIONS:
+        raise ExpertirError(f"{path}: unsupported output format {ext!r} "
+                            f"(use one of {', '.join(IMAGE_EXTENSIONS)})")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if bit_depth == 16 and ext not in _SIXTEEN_BIT_FORMATS:
+        bit_depth = 8  # JPEG, BMP and WebP are 8-bit formats
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if alpha is not None and ext in (".jpg", ".jpeg", ".bmp"):
+        alpha = None  # these formats have no alpha channel
+    if bit_depth == 16:
+        if arr.ndim == 2 and alpha is None:
+            Image.fromarray(_quantise(arr, 16)).save(path)  # mode I;16
+            return
+        import cv2
+
+        planes = arr if arr.ndim == 3 else np.repeat(arr[..., None], 3, axis=2)
+        if alpha is not None:
+            planes = np.concatenate([planes, alpha[..., None]], axis=2)
+        q = _quantise(planes, 16)
+        order = [2, 1, 0, 3][: q.shape[2]]
+        if not cv2.imwrite(str(path), q[..., order]):
+            raise ExpertirError(f"{path}: could not write 16-bit image")
+        return
+    q = _quantise(arr, 8)
+    im = Image.fromarray(q, "L" if q.ndim == 2 else "RGB")
+    if alpha is not None:
+        im = im.convert("LA" if q.ndim == 2 else "RGBA")
+        im.putalpha(Image.fromarray(_quantise(alpha, 8), "L"))
+    elif mode == "CMYK" and ext in (".jpg", ".jpeg", ".tif", ".tiff"):
+        im = im.convert("CMYK")
+    kwargs = {"quality": 95} if ext in (".jpg", ".jpeg", ".webp") else {}
+    im.save(path, **kwargs)

@@ -1,0 +1,130 @@
+"""Image I/O and the `expertir restore` command on a corpus of awkward and broken inputs."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from expertir.cli.main import main
+from expertir.errors import ImageReadError
+from expertir.imageio import read_image, write_image
+
+from conftest import smooth_image
+
+
+def _u8(img):
+    return (img * 255).round().astype(np.uint8)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """Every awkward input the restore command must survive; name -> (path, should_succeed)."""
+    d = tmp_path / "in"
+    d.mkdir()
+    rgb = _u8(smooth_image(24, 40))
+    files = {}
+    (d / "empty.png").write_bytes(b"")
+    files["empty"] = (d / "empty.png", False)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG")
+    (d / "truncated.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    files["truncated"] = (d / "truncated.png", False)
+    (d / "text.png").write_text("this is not an image\n")
+    files["text"] = (d / "text.png", False)
+    Image.fromarray((smooth_image(24, 40)[..., 0] * 65535).astype(np.uint16)).save(d / "gray16.png")
+    files["gray16"] = (d / "gray16.png", True)
+    Image.fromarray(rgb).convert("CMYK").save(d / "cmyk.jpg")
+    files["cmyk"] = (d / "cmyk.jpg", True)
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(d / "palette.png")
+    files["palette"] = (d / "palette.png", True)
+    rgba = np.dstack([rgb, np.linspace(0, 255, 40, dtype=np.uint8)[None].repeat(24, 0)])
+    Image.fromarray(rgba, "RGBA").save(d / "rgba.png")
+    files["rgba"] = (d / "rgba.png", True)
+    Image.fromarray(rgb[:1, :1]).save(d / "one.png")
+    files["one"] = (d / "one.png", True)
+    (tmp_path / "no_images").mkdir()
+    (tmp_path / "no_images" / "notes.txt").write_text("nothing here")
+    return tmp_path, files
+
+
+def test_restore_corpus_reports_each_bad_file_in_one_line(corpus, capsys):
+    root, files = corpus
+    out = root / "out"
+    code = main(["restore", str(root / "in"), str(root / "no_images"), "-o", str(out),
+                 "--model", "restormer_tiny", "--untrained", "--device", "cpu"])
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert code == 1
+    assert "Traceback" not in text
+    for name, (path, ok) in files.items():
+        written = out / "in" / path.name
+        assert written.exists() == ok, name
+        if not ok:
+            lines = [ln for ln in text.splitlines() if path.name in ln and "error" in ln]
+            assert lines, f"no one-line error for {name}"
+    assert "no_images: folder contains no images" in text
+    assert f"restored {sum(ok for _, ok in files.values())} of {len(files)}" in text
+    # outputs keep the input's nature
+    assert Image.open(out / "in" / "gray16.png").mode == "I;16"
+    assert Image.open(out / "in" / "rgba.png").mode == "RGBA"
+    assert np.array_equal(np.asarray(Image.open(out / "in" / "rgba.png"))[..., 3],
+                          np.asarray(Image.open(files["rgba"][0]))[..., 3])
+    assert Image.open(out / "in" / "cmyk.jpg").mode == "CMYK"
+    assert Image.open(out / "in" / "one.png").size == (1, 1)
+
+
+def test_restore_never_overwrites_its_input(tmp_path, capsys):
+    Image.fromarray(_u8(smooth_image(16, 16))).save(tmp_path / "a.png")
+    before = (tmp_path / "a.png").read_bytes()
+    code = main(["restore", str(tmp_path / "a.png"), "-o", str(tmp_path),
+                 "--model", "restormer_tiny", "--untrained"])
+    assert code == 1 and (tmp_path / "a.png").read_bytes() == before
+    assert "would overwrite an input" in capsys.readouterr().out
+
+
+def test_user_mistakes_are_one_line_errors(tmp_path, capsys):
+    assert main(["restore", str(tmp_path), "-o", str(tmp_path / "o"), "--weights", str(tmp_path / "x.safetensors")]) == 1
+    assert main(["restore", "missing.png", "-o", str(tmp_path / "o"), "--model", "nope"]) == 1
+    Image.fromarray(_u8(smooth_image(8, 8))).save(tmp_path / "a.png")
+    assert main(["restore", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--model", "nope"]) == 2
+    assert main(["restore", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"),
+                 "--weights", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'nope'" in err and "no such checkpoint file" in err and "Traceback" not in err
+
+
+def test_sixteen_bit_colour_and_exif_orientation(tmp_path):
+    import cv2
+
+    img16 = (smooth_image(20, 30) * 65535).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "c16.png"), img16[..., ::-1])
+    loaded = read_image(tmp_path / "c16.png")
+    assert loaded.bit_depth == 16
+    np.testing.assert_allclose(loaded.rgb, img16 / 65535, atol=1e-6)
+    write_image(tmp_path / "o16.png", loaded.rgb, like=loaded)
+    assert np.array_equal(cv2.imread(str(tmp_path / "o16.png"), cv2.IMREAD_UNCHANGED)[..., ::-1], img16)
+
+    im = Image.fromarray(_u8(smooth_image(10, 20)))
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    im.save(tmp_path / "rot.jpg", exif=exif)
+    assert read_image(tmp_path / "rot.jpg").rgb.shape == (20, 10, 3)
+
+
+@pytest.mark.parametrize("content,reason", [(b"", "empty file"), (b"\x89PNG\r\n\x1a\n" + bytes(40), "cannot decode|not a recognised"),
+                                            (b"plain text", "not a recognised image")])
+def test_read_errors_name_the_file_and_the_problem(tmp_path, content, reason):
+    p = tmp_path / "bad.png"
+    p.write_bytes(content)
+    with pytest.raises(ImageReadError, match=reason) as exc:
+        read_image(p)
+    assert str(p) in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_help_texts(capsys):
+    for argv in (["--help"], ["restore", "--help"], ["models", "--help"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 0
+    assert "tile" in capsys.readouterr().out
