@@ -107,13 +107,15 @@ def run(args) -> int:
     input_paths = {src.resolve() for src, _ in jobs}
     done, start = 0, time.perf_counter()
     bar = tqdm(jobs, unit="img", desc="restoring", dynamic_ncols=True)
+    tiles = tqdm(unit="tile", desc="  tiles", leave=False, dynamic_ncols=True) if args.tile else None
     for src, dst in bar:
         bar.set_postfix_str(src.name[-30:])
         try:
             if dst.resolve() in input_paths:
                 raise ExpertirError(f"{src}: output {dst} would overwrite an input; choose another -o")
             image = read_image(src)
-            out = restore(net, image.rgb, tile=args.tile, overlap=args.overlap, device=device)
+            out = restore(net, image.rgb, tile=args.tile, overlap=args.overlap, device=device,
+                          progress=tiles)
             write_image(dst, out, like=image)
             done += 1
         except ExpertirError as exc:
@@ -124,6 +126,8 @@ def run(args) -> int:
             failures.append(msg)
             tqdm.write(f"expertir: error: {msg}")
     bar.close()
+    if tiles is not None:
+        tiles.close()
     seconds = time.perf_counter() - start
     print(f"restored {done} of {len(jobs)} image(s) into {outdir} in {seconds:.1f} s"
           + (f"; {len(failures)} failed:" if failures else ""))

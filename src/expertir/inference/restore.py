@@ -52,6 +52,8 @@ def _run_tiled(model: nn.Module, x: torch.Tensor, tile: int, overlap: int,
     boxes = [(y, xx) for y in tile_starts(h, th, overlap) for xx in tile_starts(w, tw, overlap)]
     out = torch.zeros(c, h, w)
     weight = torch.zeros(1, h, w)
+    if progress is not None:
+        progress.reset(total=len(boxes))
     for i in range(0, len(boxes), batch):
         chunk = boxes[i:i + batch]
         tiles = torch.cat([x[..., y:y + th, xx:xx + tw] for y, xx in chunk]).to(device)
@@ -64,7 +66,7 @@ def _run_tiled(model: nn.Module, x: torch.Tensor, tile: int, overlap: int,
             out[:, y:y + th, xx:xx + tw] += p * win
             weight[:, y:y + th, xx:xx + tw] += win
         if progress is not None:
-            progress(len(chunk))
+            progress.update(len(chunk))
     return out.div_(weight).unsqueeze(0)
 
 
@@ -77,7 +79,8 @@ def restore(model: nn.Module, image, tile: int | None = None, overlap: int = 32,
     Whole-image mode pads to the model's size multiple and crops back. With ``tile``,
     the padded image is cut into overlapping ``tile``-sized tiles (rounded up to the
     multiple), run ``tile_batch`` at a time and blended (see :mod:`expertir.inference.tiling`),
-    so peak memory follows the tile size, not the image size. Returns the same type it got.
+    so peak memory follows the tile size, not the image size. ``progress`` (a tqdm bar)
+    is reset to the number of tiles and advanced as they finish. Returns the type it got.
     """
     device = select_device(device) if not isinstance(device, torch.device) else device
     as_numpy = isinstance(image, np.ndarray)
