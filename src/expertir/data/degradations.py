@@ -233,13 +233,13 @@ def low_light(img: Image, seed: int, gamma: float | None = None, scale: float | 
     Darkening: ``L = scale · x^gamma`` (less light and a steeper tone curve, as in
     synthetic low-light pairs). Noise, the heteroscedastic Gaussian approximation of the
     Poisson–Gaussian sensor model: ``y = L + sqrt(shot·L + read²)·n``, ``n ~ N(0, 1)``.
-    Drawn from the seed when ``None``: gamma U(1.2, 2.2), scale U(0.08, 0.3), shot
+    Drawn from the seed when ``None``: gamma U(1.2, 2.0), scale U(0.1, 0.35), shot
     U(1e-4, 2e-3), read U(0.002, 0.01).
     """
     img = _check(img)
     rng = _rng(seed)
-    gamma = rng.uniform(1.2, 2.2) if gamma is None else gamma
-    scale = rng.uniform(0.08, 0.3) if scale is None else scale
+    gamma = rng.uniform(1.2, 2.0) if gamma is None else gamma
+    scale = rng.uniform(0.1, 0.35) if scale is None else scale
     shot = rng.uniform(1e-4, 2e-3) if shot is None else shot
     read = rng.uniform(0.002, 0.01) if read is None else read
     dark = float(scale) * np.power(img, float(gamma))
