@@ -122,12 +122,13 @@ def test_bases_depend_on_the_image_and_updates_on_the_token():
     with torch.no_grad():
         _, aux = model(batch, return_aux=True)
 
-    records = aux["cea"]
-    assert set(records) == {b.site.name for b in model.backbone.blocks() if b.branch is not None}
+    sites = {b.site.name for b in model.backbone.blocks() if b.branch is not None}
+    assert set(aux["routing"]) == set(aux["bases"]) == set(aux["directions"]) == sites
     assert aux["losses"] == {}
-    for site, rec in records.items():
-        a, bdir, affinity = rec["A"], rec["B"], rec["affinity"]
+    for site in sites:
+        a, bdir, affinity = aux["bases"][site], aux["directions"][site], aux["routing"][site]
         assert a.shape == bdir.shape and a.shape[:2] == (3, model.config["rank"])
+        assert affinity.shape[:2] == (3, model.config["rank"])
         # Different images give different (A, B); the same image gives the same.
         assert not torch.allclose(a[0], a[1], atol=1e-4), site
         assert not torch.allclose(bdir[0], bdir[1], atol=1e-4), site

@@ -16,9 +16,11 @@ Config keys (all stored in ``model.config``):
 * ``adapter_dim``: width of the adapter's keys, values and queries (default 32).
 * any :class:`~expertir.models.backbone.BackboneConfig` field, on top of ``size``.
 
-With ``model(x, return_aux=True)`` the aux dict holds ``aux["cea"][site]`` for every adapted
-block (site names as ``"decoder2.3"``): ``{"A": (b, r, C), "B": (b, r, C), "affinity":
-(b, r, H, W)}``, detached, for visualisation. CEA adds no auxiliary loss.
+With ``model(x, return_aux=True)`` the aux dict maps every adapted block's name (e.g.
+``"decoder2.3"``) to detached tensors, for visualisation, in the layout SLER-IR uses for its
+routing maps: ``aux["routing"][site]`` the signed per-token affinities ``<x_i, A_k>/sqrt(C)``
+(b, r, H, W), ``aux["bases"][site]`` A and ``aux["directions"][site]`` B (b, r, C). CEA adds
+no auxiliary loss.
 """
 
 from __future__ import annotations
@@ -54,9 +56,8 @@ class ContinuousAssemblyBranch(nn.Module):
         bases, directions = self.adapter(x)
         delta, affinity = assemble_tokenwise(x, bases, directions)
         if ctx.record:
-            ctx.aux.setdefault("cea", {})[self.site_name] = {
-                "A": bases.detach(), "B": directions.detach(), "affinity": affinity.detach(),
-            }
+            for key, value in (("routing", affinity), ("bases", bases), ("directions", directions)):
+                ctx.aux.setdefault(key, {})[self.site_name] = value.detach()
         return self.gamma * delta
 
 
