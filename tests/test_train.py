@@ -1,0 +1,171 @@
+"""Training engine (issue 6): LR schedule, configs, sampler, DDP equivalence, exact resume."""
+
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from expertir.errors import ExpertirError
+from expertir.training.config import load_config
+from expertir.training.data import StepSampler
+from expertir.training.schedule import lr_at, warmup_cosine
+
+# A tiny run: restormer with dim 8 on 32-px patches of generated images, one thread per process.
+TINY = ["model.name=restormer_tiny", "model.options={dim: 8}", "data.procedural=6", "data.patch=32",
+        "data.val_images=1", "data.val_patch=32", "data.tasks=[denoise_25, derain, dehaze]",
+        "train.batch_size=2", "train.warmup_steps=2", "train.threads=1", "log.every=1",
+        "log.tensorboard=false", "log.progress=false", "log.val_every=1000"]
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _train_cmd(run_dir, *overrides):
+    return [sys.executable, "-m", "expertir.cli.main", "train", "--config", os.devnull,
+            "--out", str(run_dir), *TINY, *overrides]
+
+
+def _losses(run_dir):
+    with open(run_dir / "train.csv", newline="") as f:
+        return [{k: float(v) for k, v in row.items() if k not in ("images_per_s",)} for row in csv.DictReader(f)]
+
+
+# --------------------------------------------------------------------------- schedule
+def test_lr_warms_up_linearly_then_reaches_min_exactly_at_last_step():
+    steps, warmup, lr, min_lr = 50, 5, 2e-4, 1e-6
+    lrs = [lr_at(i, steps, lr, min_lr, warmup) for i in range(steps)]
+    assert lrs[:warmup] == pytest.approx([lr * (i + 1) / warmup for i in range(warmup)])
+    assert lrs[warmup] == pytest.approx(lr)
+    assert lrs[-1] == min_lr and lrs[-2] > min_lr
+    assert all(a > b for a, b in zip(lrs[warmup:], lrs[warmup + 1:]))
+    mid = warmup + (steps - 1 - warmup) / 2  # cosine half-way point
+    assert lr_at(int(mid), steps, lr, min_lr, warmup) == pytest.approx(
+        min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * (int(mid) - warmup) / (steps - 1 - warmup))))
+    # The scheduler drives the optimizer through the same values, one per optimizer step.
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = warmup_cosine(opt, steps, min_lr, warmup)
+    seen = []
+    for _ in range(steps):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen == pytest.approx(lrs, rel=1e-12, abs=0)
+    assert [lr_at(i, 3, 1.0, 0.0, 0) for i in range(3)] == pytest.approx([1.0, 0.5, 0.0])
+
+
+# --------------------------------------------------------------------------- configs
+def test_config_file_inherit_and_dotted_overrides(tmp_path):
+    (tmp_path / "base.yaml").write_text("model:\n  name: restormer_tiny\ntrain:\n  steps: 100\n  lr: 3.0e-4\n")
+    (tmp_path / "run.yaml").write_text("inherit: base.yaml\ntrain:\n  steps: 200\n")
+    cfg = load_config(tmp_path / "run.yaml", ["train.lr=1e-4", "train.compile=true", "model.options.num_experts=8",
+                                              "data.tasks=[derain, dehaze]", "loss.aux.balance=0.5"])
+    assert cfg["train"]["steps"] == 200                       # file over its parent
+    assert cfg["train"]["lr"] == 1e-4 and isinstance(cfg["train"]["lr"], float)
+    assert cfg["train"]["compile"] is True
+    assert cfg["model"] == {"name": "restormer_tiny", "options": {"num_experts": 8}}
+    assert cfg["data"]["tasks"] == ["derain", "dehaze"] and cfg["loss"]["aux"] == {"balance": 0.5}
+    assert cfg["train"]["batch_size"] == 8                    # untouched default
+    for bad, match in [("train.lrr=1", "unknown config key 'train.lrr'"), ("train", "KEY=VALUE"),
+                       ("train=3", "is a section"), ("train.steps=0", "positive integer"),
+                       ("train.precision=fp8", "precision")]:
+        with pytest.raises(ExpertirError, match=match):
+            load_config(tmp_path / "run.yaml", [bad])
+    (tmp_path / "typo.yaml").write_text("trian:\n  steps: 3\n")
+    with pytest.raises(ExpertirError, match="unknown config key 'trian'"):
+        load_config(tmp_path / "typo.yaml")
+
+
+def test_cli_prints_resolved_config_and_reports_bad_override_in_one_line(tmp_path):
+    from expertir.cli.main import main
+
+    assert main(["train", "--config", os.devnull, "--print-config", "train.steps=700"]) == 0
+    out = subprocess.run(_train_cmd(tmp_path / "r", "train.nope=1"), capture_output=True, text=True, env=_env())
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "unknown config key 'train.nope'" in out.stderr
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    from expertir.models import resolve
+
+    configs = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
+    assert len(configs) >= 12
+    for path in configs:
+        cfg = load_config(path)
+        resolve(cfg["model"]["name"]) if cfg["model"]["name"].startswith("restormer") else None
+
+
+# --------------------------------------------------------------------------- data order
+def test_sampler_gives_the_same_global_batches_for_any_world_size_and_resume_point():
+    one = list(StepSampler(7, steps=5, batch_size=4))
+    per_step = [one[i * 4:(i + 1) * 4] for i in range(5)]
+    ranks = [list(StepSampler(7, steps=5, batch_size=1, world_size=2, rank=r, accum=2)) for r in range(2)]
+    for s in range(5):
+        # micro-batch m of rank r holds global slot m * 2 + r
+        merged = [ranks[r][s * 2 + m] for m in range(2) for r in range(2)]
+        assert merged == per_step[s]
+    assert list(StepSampler(7, steps=5, batch_size=4, start_step=3)) == one[12:]
+    assert one[7] == (1, 0) and one[6] == (0, 6)  # draw p is item p mod L of epoch p // L
+
+
+# --------------------------------------------------------------------------- DDP
+def test_two_process_gloo_training_matches_one_process_with_same_global_batch(tmp_path):
+    steps = ["train.steps=5", "train.seed=3"]
+    single = subprocess.run(_train_cmd(tmp_path / "one", "train.batch_size=4", *steps),
+                            capture_output=True, text=True, env=_env(), timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd = _train_cmd(tmp_path / "two", "train.batch_size=2", *steps)
+    ddp = subprocess.run(launcher + cmd[1:], capture_output=True, text=True, env=_env(), timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert "effective batch 4 = 2 per device × 2 devices" in ddp.stdout
+    a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4, 5]
+    for ra, rb in zip(a, b):
+        assert ra.keys() == rb.keys()
+        for key in ra:
+            assert rb[key] == pytest.approx(ra[key], abs=1e-5, rel=0), (ra["step"], key)
+    assert a[-1]["loss"] != a[0]["loss"]  # it trained
+
+
+# --------------------------------------------------------------------------- resume
+def test_run_killed_by_sigkill_and_resumed_ends_bit_identical(tmp_path):
+    args = ["train.steps=24", "log.ckpt_every=4", "log.val_every=8"]
+    full = subprocess.run(_train_cmd(tmp_path / "full", *args), capture_output=True, text=True, env=_env(), timeout=300)
+    assert full.returncode == 0, full.stderr[-2000:]
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(run, *args), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, env=_env())
+    try:
+        for line in proc.stdout:
+            if "checkpoint step 8" in line:
+                proc.send_signal(signal.SIGKILL)
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run / "final.safetensors").exists()  # it died mid-way
+    assert torch.load(run / "last.pt", weights_only=True)["step"] in (8, 12, 16, 20)
+
+    resumed = subprocess.run(_train_cmd(run, *args) + ["--resume"], capture_output=True, text=True,
+                             env=_env(), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    want, got = load_file(tmp_path / "full" / "final.safetensors"), load_file(run / "final.safetensors")
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    full_state = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    run_state = torch.load(run / "last.pt", weights_only=True)
+    assert all(torch.equal(v, run_state["model"][k]) for k, v in full_state["model"].items())
+    # The logs read as one run.
+    assert [r["step"] for r in _losses(run)] == list(range(1, 25))
+    assert _losses(run)[-1]["loss"] == _losses(tmp_path / "full")[-1]["loss"]
