@@ -1,0 +1,119 @@
+"""Efficiency of every registered model: parameters, FLOPs, latency, GPU memory (issue: bench).
+
+* **Parameters**: all parameters of the model (trainable or not).
+* **FLOPs**: :class:`torch.utils.flop_counter.FlopCounterMode` on one forward pass of a
+  1×3×S×S input. It counts matrix products and convolutions (plus attention kernels) with
+  FLOPs = 2 × multiply-accumulates; element-wise operations, norms and softmax are not
+  counted. Papers that quote "FLOPs" as MACs give half these numbers.
+* **CPU latency**: median wall time of ``runs`` forward passes (after ``warmup`` passes)
+  under ``torch.inference_mode`` with ``torch.set_num_threads(threads)``.
+* **GPU latency / peak memory**: only when CUDA is available: the same median timed with
+  CUDA synchronisation, and ``torch.cuda.max_memory_allocated`` during those passes.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@dataclass
+class EfficiencyRow:
+    model: str
+    params: int
+    flops: int
+    cpu_ms: float | None
+    gpu_ms: float | None = None
+    gpu_peak_mb: float | None = None
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.inference_mode()
+def count_flops(model: nn.Module, size: int, device="cpu") -> int:
+    """FLOPs (2 × MACs) of one forward pass on a 1×3×size×size input."""
+    x = torch.rand(1, 3, size, size, device=device)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    return int(counter.get_total_flops())
+
+
+@torch.inference_mode()
+def median_latency_ms(model: nn.Module, size: int, runs: int = 5, warmup: int = 1,
+                      device="cpu") -> float:
+    """Median milliseconds of ``runs`` timed forward passes after ``warmup`` untimed ones."""
+    device = torch.device(device)
+    x = torch.rand(1, 3, size, size, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        model(x)
+    sync()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        model(x)
+        sync()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def preset_names() -> list[str]:
+    """Every registered preset (``restormer_tiny`` ...), and families that have no preset."""
+    from expertir.models import list_models, resolve
+
+    names = list_models()
+    with_presets = {resolve(n)[0] for n in names if resolve(n)[1]}
+    order = {"tiny": 0, "small": 1, "base": 2}
+    chosen = [n for n in names if resolve(n)[1] or n not in with_presets]
+    return sorted(chosen, key=lambda n: (resolve(n)[0], order.get(n.rsplit("_", 1)[-1], 3), n))
+
+
+def measure(name: str, size: int = 256, runs: int = 5, warmup: int = 1, cpu: bool = True,
+            gpu: bool | None = None) -> EfficiencyRow:
+    """Build ``name`` with random weights and measure it (GPU columns only with CUDA)."""
+    from expertir.models import build_model
+
+    model = build_model(name).eval()
+    row = EfficiencyRow(name, count_params(model), count_flops(model, size), None)
+    if cpu:
+        row.cpu_ms = median_latency_ms(model, size, runs, warmup, "cpu")
+    if gpu is None:
+        gpu = torch.cuda.is_available()
+    if gpu:
+        model = model.to("cuda")
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        row.gpu_ms = median_latency_ms(model, size, max(runs, 10), max(warmup, 3), "cuda")
+        row.gpu_peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    return row
+
+
+def efficiency_markdown(rows: list[EfficiencyRow], size: int, setting: str) -> str:
+    """The efficiency table; GPU columns appear only if some row has them."""
+    gpu = any(r.gpu_ms is not None for r in rows)
+    header = ["Model", "Params (M)", f"GFLOPs @{size}²", "CPU latency (ms)"]
+    header += ["GPU latency (ms)", "GPU peak memory (MB)"] if gpu else []
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for r in rows:
+        cells = [r.model, f"{r.params / 1e6:.2f}", f"{r.flops / 1e9:.1f}",
+                 "–" if r.cpu_ms is None else f"{r.cpu_ms:.0f}"]
+        if gpu:
+            cells += ["–" if r.gpu_ms is None else f"{r.gpu_ms:.1f}",
+                      "–" if r.gpu_peak_mb is None else f"{r.gpu_peak_mb:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = (f"\n{setting}\nFLOPs = 2 × multiply-accumulates (torch.utils.flop_counter: "
+             "convolutions and matrix products; element-wise ops not counted). "
+             "Latency: median of timed runs after warm-up, batch 1, float32."
+             + ("" if gpu else " No CUDA device: GPU latency and memory columns omitted."))
+    return "\n".join(lines) + "\n" + notes + "\n"
+
+
+def rows_to_dicts(rows: list[EfficiencyRow]) -> list[dict]:
+    return [asdict(r) for r in rows]
