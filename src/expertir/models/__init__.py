@@ -8,6 +8,7 @@ from expertir.models.registry import build_model, list_models, register_model, r
 # Each import registers its model(s).
 from expertir.models import restormer  # noqa: F401,E402
 from expertir.models import promptir  # noqa: F401,E402
+from expertir.models import sler_ir  # noqa: F401,E402
 from expertir.models import cea  # noqa: F401,E402
 
 __all__ = ["build_model", "list_models", "register_model", "resolve"]
