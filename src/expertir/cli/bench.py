@@ -51,7 +51,7 @@ def setting_line(threads: int) -> str:
     except OSError:
         pass
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return (f"Measured {time.strftime('%Y-%m-%d')} on CPU {cpu} ({threads} torch threads){gpu}, "
+    return (f"Measured {time.strftime('%Y-%m-%d')} on CPU {cpu} (torch threads: {threads}){gpu}, "
             f"torch {torch.__version__}.")
 
 

@@ -52,7 +52,8 @@ def to_markdown(report: EvalReport, title: str | None = None) -> str:
             lines.append("| " + " | ".join([method] + [_fmt(p, s) for p, s in _cells(report, method)]) + " |")
         lines.append("")
         counts = ", ".join(f"{c.label}: {c.count}" for c in report.columns)
-        lines.append(f"Cells are PSNR (dB) / SSIM, mean over the images of each set ({counts}).")
+        lines.append(f"Cells are PSNR (dB) / SSIM, mean over the images of each set ({counts}); "
+                     "Average: mean over the columns shown.")
     else:
         lines.append("No test set of this benchmark was found.")
     lines += ["", f"Protocol: {report.protocol}.", ""]
