@@ -81,7 +81,7 @@ def run(args) -> int:
                   re.sub(r"[^A-Za-z0-9._=-]+", "_", f"{args.benchmark}_{label}"))
     report = evaluate(methods, benchmark, y_channel=args.y_channel, save_images=args.save_images,
                       on_set_done=lambda r: write_tables(r, outdir))
-    not_applied = [m.name for m in methods if not report.scores[m.name]]
+    not_applied = [m.name for m in methods if report.columns and not report.scores[m.name]]
     for name in not_applied:
         report.notes.append(f"{name} applies to none of these sets"
                             + (" (bm3d/nlm need σ: use --sigma)" if name in ("bm3d", "nlm") else ""))
