@@ -112,9 +112,8 @@ def _from_pil(path: Path, im: Image.Image) -> LoadedImage:
         rgb = rgba.convert("RGB")
     else:
         rgb = im.convert("RGB")  # P, CMYK, YCbCr, ...
-    gray = mode in ("LA",)
     arr = np.asarray(rgb, dtype=np.float32) / 255.0
-    return LoadedImage(path, arr, alpha, 8, gray, mode)
+    return LoadedImage(path, arr, alpha, 8, mode == "LA", mode)
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
