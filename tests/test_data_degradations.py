@@ -103,3 +103,16 @@ def test_spatially_varying_regions_follow_soft_masks():
     only_dark = D.compose(img, D.sub_seed(4, 200), "lowlight")
     np.testing.assert_allclose(out[region0], only_dark[region0], atol=2e-3)
     assert np.array_equal(out, D.spatially_varying(img, 4, ["lowlight", "rain"]))
+
+
+def test_protocol_noise_keeps_gray_images_gray_and_colour_noise_independent():
+    gray = np.repeat(_image()[..., :1], 3, axis=2)
+    noisy = D.protocol_noise(gray, 25, seed=3)
+    assert D.is_gray(noisy) and not np.array_equal(noisy, gray)
+    assert np.array_equal(noisy[..., :1], D.gaussian_noise(gray[..., :1], 25, seed=3))
+    colour = _image()
+    noisy = D.protocol_noise(colour, 25, seed=3)
+    assert np.array_equal(noisy, D.gaussian_noise(colour, 25, seed=3))
+    assert not D.is_gray(D.protocol_noise(gray + np.float32(0.001) * np.arange(3), 25, seed=3))
+    # the training synthesizers follow the same rule as the gray test protocol
+    assert D.is_gray(D.SYNTHESIZERS["denoise_25"](gray, 5))

@@ -94,3 +94,22 @@ def test_build_train_dataset_never_uses_test_sets(tmp_path, capsys):
     assert ds[0]["degraded"].shape == (3, 32, 32)
     with pytest.raises(ExpertirError, match="no clean training images"):
         build_train_dataset(tmp_path / "empty", ["derain"], use_skimage_photos=False)
+
+
+def test_photo_share_sets_how_often_the_colour_photos_are_drawn(tmp_path):
+    from expertir.data.degradations import is_gray
+    from expertir.training.data import hold_out
+
+    rng = np.random.default_rng(2)
+    for i in range(20):  # gray training images, like BSD400
+        save_rgb(tmp_path / "denoise/BSD400" / f"{i}.png", rng.uniform(0, 1, (40, 40)))
+    ds = build_train_dataset(tmp_path, ["denoise_25"], patch_size=32, length=2000, photo_share=0.4)
+    src = ds.sources["denoise_25"]
+    assert len(src.weights) == len(src.images) == 25
+    colour = [not is_gray(ds[i]["degraded"].permute(1, 2, 0).numpy()) for i in range(2000)]
+    assert abs(np.mean(colour) - 0.4) < 0.04  # gray images got gray noise, photos colour noise
+    hold_out(ds, 5, 32)
+    assert len(src.weights) == len(src.images) == 20
+    with pytest.raises(ExpertirError, match="photo_share"):
+        build_train_dataset(tmp_path, ["denoise_25"], patch_size=32, photo_share=1.5)
+

@@ -23,7 +23,7 @@ Relative DIRs are looked up in the current directory, then under the data root.
 Protocol (PromptIR's test loaders): every image is centre-cropped to a multiple of 16
 (``crop=16``; ``crop=None`` keeps the full size); gray images are read as 3-channel
 replicated gray. Denoising inputs get Gaussian noise on the 0–255 scale, clipped and
-truncated to uint8 (:func:`~expertir.data.degradations.gaussian_noise`). PromptIR seeds
+truncated to uint8 (:func:`~expertir.data.degradations.protocol_noise`). PromptIR seeds
 NumPy's global generator once with ``np.random.seed(0)`` and then draws the images in
 ``os.listdir`` order, σ=15, then 25, then 50 on the same stream — so its noise depends on
 the file-system order. Here image *i* (in sorted name order) uses
@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from expertir.data import layouts
-from expertir.data.degradations import gaussian_noise
+from expertir.data.degradations import is_gray, protocol_noise
 from expertir.data.tasks import BENCHMARKS, NOISE_SIGMA, TASK_IDS, TEST_SET_NAMES
 from expertir.errors import ExpertirError, ImageReadError
 from expertir.imageio import list_images, read_image
@@ -91,14 +91,9 @@ class TaskSet:
         degraded_path, clean_path = self.pairs[index]
         clean_img = read_image(clean_path)
         clean = self._crop(clean_img.rgb)
-        gray = clean_img.gray or bool(np.array_equal(clean[..., 0], clean[..., 1])
-                                      and np.array_equal(clean[..., 1], clean[..., 2]))
+        gray = clean_img.gray or is_gray(clean)
         if degraded_path is None:
-            seed = self.seed + index
-            if gray:
-                degraded = np.repeat(gaussian_noise(clean[..., :1], self.sigma, seed), 3, axis=2)
-            else:
-                degraded = gaussian_noise(clean, self.sigma, seed)
+            degraded = protocol_noise(clean, self.sigma, self.seed + index)
         else:
             degraded = self._crop(read_image(degraded_path).rgb)
             if degraded.shape != clean.shape:

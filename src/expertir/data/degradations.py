@@ -76,6 +76,26 @@ def gaussian_noise(img: Image, sigma: float, seed: int, quantize: bool = True) -
     return (noisy / 255.0).astype(np.float32)
 
 
+def is_gray(img: Image) -> bool:
+    """Whether an H×W×3 image has three equal channels (a gray image read as RGB)."""
+    return bool(np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2]))
+
+
+def protocol_noise(img: Image, sigma: float, seed: int) -> Image:
+    """:func:`gaussian_noise` as the benchmarks add it, for training and testing alike.
+
+    On a colour image the noise is i.i.d. per channel (CBSD68). On a gray image read as
+    three equal channels one noise plane is drawn and replicated, so the noisy image stays
+    gray — the gray-denoising protocol (BSD68, Set12). Training must follow the same rule:
+    independent noise on R=G=B would let a model average three noisy copies of each pixel,
+    a much easier task than the one it is tested on.
+    """
+    img = np.asarray(img, dtype=np.float32)
+    if img.ndim == 3 and img.shape[2] == 3 and is_gray(img):
+        return np.repeat(gaussian_noise(img[..., :1], sigma, seed), 3, axis=2)
+    return gaussian_noise(img, sigma, seed)
+
+
 # --------------------------------------------------------------------------- rain
 def _line_kernel(length: float, angle_deg: float) -> np.ndarray:
     """A 1-px anti-aliased line of ``length`` pixels at ``angle_deg`` from the vertical."""
@@ -330,13 +350,14 @@ def spatially_varying(img: Image, seed: int, names: str | Sequence[str] | None =
 
 
 class FixedNoise:
-    """``fn(img, seed)`` adding protocol Gaussian noise of a fixed σ (picklable, for workers)."""
+    """``fn(img, seed)`` adding protocol Gaussian noise of a fixed σ (:func:`protocol_noise`:
+    gray noise on gray images); picklable, for workers."""
 
     def __init__(self, sigma: float):
         self.sigma = sigma
 
     def __call__(self, img: Image, seed: int) -> Image:
-        return gaussian_noise(img, self.sigma, seed)
+        return protocol_noise(img, self.sigma, seed)
 
     def __repr__(self) -> str:
         return f"FixedNoise(sigma={self.sigma})"

@@ -57,14 +57,22 @@ class PairSource:
 @dataclass
 class SynthSource:
     """Clean images, degraded on the fly by ``fn(img, seed)`` (default: the task's
-    synthesizer)."""
+    synthesizer). ``weights`` (one per image, any scale) makes some images likelier to be
+    drawn; ``None`` draws them uniformly."""
 
     images: list[ImageRef]
     fn: Callable[[np.ndarray, int], np.ndarray] | None = None
     description: str = "synthesised"
+    weights: list[float] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def pick(self, rng: np.random.Generator) -> ImageRef:
+        if self.weights is None:
+            return self.images[int(rng.integers(len(self.images)))]
+        p = np.asarray(self.weights, np.float64)
+        return self.images[int(rng.choice(len(self.images), p=p / p.sum()))]
 
 
 def _as_source(value) -> PairSource | SynthSource:
@@ -175,7 +183,7 @@ class TrainDataset(Dataset):
                                     f"vs {clean_ref} {clean.shape[:2]}")
             degraded, clean = (dihedral(im, k) for im in self._crop(rng, degraded, clean))
         else:
-            clean = dihedral(self._crop(rng, _load(src.images[int(rng.integers(len(src)))]))[0], k)
+            clean = dihedral(self._crop(rng, _load(src.pick(rng)))[0], k)
             clean = np.ascontiguousarray(clean, dtype=np.float32)
             fn = src.fn or SYNTHESIZERS[task]
             degraded = fn(clean, int(rng.integers(2**31)))
@@ -243,12 +251,23 @@ def skimage_photos() -> list[np.ndarray]:
 class _CleanPool:
     images: list[ImageRef] = field(default_factory=list)
     origin: list[str] = field(default_factory=list)
+    n_photos: int = 0  # the scikit-image colour photos, at the end of ``images``
+
+    def weights(self, photo_share: float | None) -> list[float] | None:
+        """Per-image weights giving the photos ``photo_share`` of the draws (None: uniform)."""
+        n_files = len(self.images) - self.n_photos
+        if photo_share is None or not self.n_photos or not n_files:
+            return None
+        if not 0.0 < photo_share < 1.0:
+            raise ExpertirError(f"photo_share must be in (0, 1), got {photo_share}")
+        return [(1.0 - photo_share) / n_files] * n_files + [photo_share / self.n_photos] * self.n_photos
 
 
 def build_train_dataset(data_root: str | Path | None, tasks: Sequence[str],
                         ratios: dict[str, float] | None = None, patch_size: int = 128,
                         length: int = 10_000, seed: int = 0, layout: str = "auto",
-                        use_skimage_photos: bool = True) -> TrainDataset:
+                        use_skimage_photos: bool = True,
+                        photo_share: float | None = None) -> TrainDataset:
     """Find training data under ``data_root`` for ``tasks``; say what was used.
 
     Clean images: the clean training folders of the layout (``denoise/BSD400``,
@@ -259,6 +278,10 @@ def build_train_dataset(data_root: str | Path | None, tasks: Sequence[str],
     McMaster, Rain100L/H, SOTS…) are never used: only training locations are searched, and
     any folder that is also a test location is refused. The lines in ``dataset.report``
     (also printed) say which source each task got.
+
+    ``photo_share`` gives the colour scikit-image photos that share of the synthesised
+    draws (default: uniform over all images). BSD400 is gray, so without it the colour
+    tasks (rain, haze, colour noise…) would see colour in about 1 % of the patches.
     """
     root = Path(data_root) if data_root is not None else None
     test_dirs: set[Path] = set()
@@ -275,7 +298,9 @@ def build_train_dataset(data_root: str | Path | None, tasks: Sequence[str],
     if use_skimage_photos:
         photos = skimage_photos()
         pool.images += photos
-        pool.origin.append(f"{len(photos)} scikit-image photos ({', '.join(SKIMAGE_PHOTOS)})")
+        pool.n_photos = len(photos)
+        share = "" if photo_share is None else f", drawn {photo_share:.0%} of the time"
+        pool.origin.append(f"{len(photos)} scikit-image photos ({', '.join(SKIMAGE_PHOTOS)}){share}")
     if not pool.images:
         raise ExpertirError(f"no clean training images under {root} (expected "
                             f"{'; '.join(layouts.expected('denoise', 'train', layout))})")
@@ -298,7 +323,8 @@ def build_train_dataset(data_root: str | Path | None, tasks: Sequence[str],
             sources[task] = PairSource(pairs, "; ".join(used))
             report.append(f"{task}: real pairs — {'; '.join(used)}")
         else:
-            sources[task] = SynthSource(list(pool.images), None, f"synthesised on {clean_desc}")
+            sources[task] = SynthSource(list(pool.images), None, f"synthesised on {clean_desc}",
+                                        pool.weights(photo_share))
             why = "" if fam == "denoise" else " (no training pairs found; test sets are never used)"
             report.append(f"{task}: synthesised on the fly{why} from {len(pool.images)} clean "
                           f"images: {clean_desc}")

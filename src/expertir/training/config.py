@@ -33,6 +33,7 @@ DEFAULTS: dict = {
         "patch": 128,
         "length": 10000,          # items per dataset epoch
         "skimage_photos": True,   # add scikit-image's bundled photos to the clean images
+        "photo_share": None,      # share of synthesised draws given to those colour photos (None: uniform)
         "procedural": 0,          # >0: train on that many generated images instead (tests, smoke runs)
         "val_images": 4,          # clean images (or pairs) per task held out for validation
         "val_patch": 128,

@@ -101,8 +101,10 @@ def build_dataset(data_cfg: dict, seed: int) -> TrainDataset:
         dataset = TrainDataset({t: SynthSource(list(images), None, desc) for t in tasks}, **common)
         dataset.report = [f"{t}: synthesised on the fly from {desc}" for t in tasks]
         return dataset
+    share = data_cfg["photo_share"]
     return build_train_dataset(data_cfg["root"], tasks, layout=data_cfg["layout"],
-                               use_skimage_photos=bool(data_cfg["skimage_photos"]), **common)
+                               use_skimage_photos=bool(data_cfg["skimage_photos"]),
+                               photo_share=None if share is None else float(share), **common)
 
 
 def _every_kth(items: list, count: int) -> tuple[list, list]:
@@ -142,7 +144,12 @@ def hold_out(dataset: TrainDataset, count: int, patch: int) -> dict[str, dict]:
             src.pairs, held = _every_kth(src.pairs, count)
             pairs = [(_centre(_load(d), patch), _centre(_load(c), patch)) for d, c in held]
         else:
-            src.images, held = _every_kth(src.images, count)
+            if src.weights is None:
+                src.images, held = _every_kth(src.images, count)
+            else:
+                kept, held_pairs = _every_kth(list(zip(src.images, src.weights)), count)
+                src.images, src.weights = [im for im, _ in kept], [w for _, w in kept]
+                held = [im for im, _ in held_pairs]
             fn = src.fn or SYNTHESIZERS[task]
             cleans = [_centre(_load(c), patch) for c in held]
             pairs = [(fn(c, sub_seed(VAL_SEED, TASK_IDS.index(task), i)), c) for i, c in enumerate(cleans)]
