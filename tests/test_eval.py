@@ -142,3 +142,25 @@ def test_eval_cli_with_untrained_model_on_missing_benchmark(tmp_path, capsys):
     assert rc == 0
     text = (tmp_path / "o" / "results.md").read_text()
     assert "derain: Rain100L" in text and "Missing (skipped):" in text and "deblur" in text
+
+
+def test_eval_cli_puts_baselines_and_several_checkpoints_in_one_table(tmp_path, capsys):
+    import torch
+
+    from expertir.checkpoint import save_checkpoint
+    from expertir.models import build_model
+
+    make_paired_set(tmp_path / "pairs", count=2)
+    files = []
+    for seed in (0, 1):  # two checkpoints of the same model: rows told apart by file
+        torch.manual_seed(seed)
+        files.append(tmp_path / f"run{seed}" / "final.safetensors")
+        save_checkpoint(files[-1], build_model("restormer_tiny"), "restormer_tiny")
+    out = tmp_path / "out"
+    assert main(["eval", "--method", "identity", "--weights", *map(str, files),
+                 "--benchmark", f"paired:{tmp_path / 'pairs'}", "-o", str(out), "--device", "cpu"]) == 0
+    methods = json.loads((out / "results.json").read_text())["methods"]
+    assert list(methods) == ["identity", "restormer_tiny", "restormer_tiny (run1/final)"]
+    assert methods["restormer_tiny"]["sets"] != methods["restormer_tiny (run1/final)"]["sets"]
+    assert main(["eval", "--benchmark", "aio3"]) == 2
+    assert "say what to evaluate" in capsys.readouterr().err

@@ -13,6 +13,8 @@ EPILOG = """examples:
   expertir eval --weights runs/cea/final.safetensors --benchmark aio5 --data-root data/ --tile 256
   expertir eval --method bm3d,nlm,identity --benchmark denoise:denoise/BSD68@15,25,50 --data-root data/
   expertir eval --method identity,dcp --benchmark paired:my_hazy_set --sigma 25
+  expertir eval --method identity,bm3d --model sler_ir,cea --weights runs/x/final.safetensors \
+      --benchmark denoise:denoise/BSD68@25 --data-root data/    # one table, one run
 
 Benchmarks: aio3, aio5 (standard settings found under --data-root), a task id (derain,
 denoise_25, ...), mixed[:DIR], paired:DIR (input/target folders), denoise:DIR@SIGMA[,SIGMA].
@@ -22,15 +24,16 @@ written as results.md, results.csv and results.json into --output."""
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "eval", help="PSNR/SSIM tables of a model or classical baseline on a benchmark",
-        description="Evaluate one model (or classical baselines) per task, in the papers' "
+        "eval", help="PSNR/SSIM tables of models and classical baselines on a benchmark",
+        description="Evaluate models and classical baselines per task, in the papers' "
                     "table layout, with the metric protocol stated.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--weights", metavar="FILE", help="an expertir .safetensors checkpoint")
-    src.add_argument("--model", metavar="NAME", help="registered model with its shipped weights")
-    src.add_argument("--method", metavar="M[,M...]",
-                     help="classical baseline(s), comma separated: bm3d, nlm, dcp, identity")
+    p.add_argument("--weights", metavar="FILE", nargs="+", action="extend", default=[],
+                   help="expertir .safetensors checkpoint(s); a row each, named by its model")
+    p.add_argument("--model", metavar="NAME[,NAME...]",
+                   help="registered model(s) with their shipped weights, comma separated")
+    p.add_argument("--method", metavar="M[,M...]",
+                   help="classical baseline(s), comma separated: bm3d, nlm, dcp, identity")
     p.add_argument("--untrained", action="store_true",
                    help="run --model with random weights (pipeline testing only)")
     p.add_argument("--benchmark", required=True, metavar="SPEC", help="what to evaluate on (see below)")
@@ -47,21 +50,36 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _names(text: str | None) -> list[str]:
+    return list(dict.fromkeys(n.strip() for n in (text or "").split(",") if n.strip()))
+
+
 def build_methods(args, device) -> list:
-    """The evaluation methods named by --weights / --model / --method."""
+    """The evaluation methods named by --method, --model and --weights, in that order: one
+    run (and one table) can hold classical baselines and any number of networks."""
+    from expertir.checkpoint import read_metadata
+    from expertir.cli.restore import load_restoration_model
     from expertir.evaluation import ModelMethod, make_classical
 
-    if args.method:
-        names = [n.strip() for n in args.method.split(",") if n.strip()]
-        if not names:
-            raise ExpertirError("--method needs at least one name (bm3d, nlm, dcp, identity)")
-        return [make_classical(n, sigma=args.sigma) for n in dict.fromkeys(names)]
-    from expertir.cli.restore import load_restoration_model
-
-    net, description = load_restoration_model(args.model, args.weights, args.untrained, device)
-    name = args.model or Path(args.weights).stem
-    return [ModelMethod(name, net, f"{description}, on {device}"
-                        + (f", tiles of {args.tile}" if args.tile else ""), args.tile, device)]
+    if not (args.method or args.model or args.weights):
+        raise ExpertirError("say what to evaluate: --weights FILE, --model NAME or --method M")
+    if args.untrained and not args.model:
+        raise ExpertirError("--untrained goes with --model")
+    methods = [make_classical(n, sigma=args.sigma) for n in _names(args.method)]
+    networks = [(name, None) for name in _names(args.model)]
+    for path in dict.fromkeys(args.weights):
+        stem = Path(path).stem
+        name = read_metadata(path).get("model", stem) if path.endswith(".safetensors") else stem
+        networks.append((name, path))
+    taken = {m.name for m in methods}
+    tiles = f", tiles of {args.tile}" if args.tile else ""
+    for name, path in networks:
+        if name in taken:  # two checkpoints of one model: tell the rows apart by file
+            name = f"{name} ({Path(path).parent.name}/{Path(path).stem})" if path else name
+        taken.add(name)
+        net, description = load_restoration_model(None if path else name, path, args.untrained, device)
+        methods.append(ModelMethod(name, net, f"{description}, on {device}{tiles}", args.tile, device))
+    return methods
 
 
 def run(args) -> int:
