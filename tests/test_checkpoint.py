@@ -41,3 +41,23 @@ def test_foreign_pth_loads_only_plain_tensors(tmp_path):
     torch.save({"state_dict": Evil()}, tmp_path / "evil.pth")
     with pytest.raises(CheckpointError, match="weights_only"):
         load_model(tmp_path / "evil.pth", name="restormer_tiny", dim=8)
+
+
+def test_atomic_write_keeps_the_old_file_on_failure_and_normal_permissions(tmp_path):
+    import os
+
+    from expertir.atomic import atomic_path
+
+    target = tmp_path / "w.bin"
+    old_mask = os.umask(0o022)
+    try:
+        with atomic_path(target) as tmp:
+            open(tmp, "wb").write(b"old")
+        assert target.read_bytes() == b"old" and (target.stat().st_mode & 0o777) == 0o644
+        with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+            open(tmp, "wb").write(b"partial")
+            raise RuntimeError("killed mid-write")
+    finally:
+        os.umask(old_mask)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["w.bin"]  # no temporary left behind

@@ -10,8 +10,6 @@ code: safetensors holds tensors only, and foreign ``.pth``/``.ckpt`` files are r
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -19,6 +17,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from expertir.atomic import atomic_path
 from expertir.errors import CheckpointError
 from expertir.models import build_model
 
@@ -29,17 +28,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, name: str,
                     metadata: dict | None = None) -> Path:
     """Write ``model``'s weights and metadata atomically (temp file + rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"model": name, "config": getattr(model, "config", {}), **(metadata or {})}
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(state, tmp, metadata={METADATA_KEY: json.dumps(meta, default=str)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -11,14 +11,13 @@ so it loads with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from expertir.atomic import atomic_path
 from expertir.errors import CheckpointError
 
 
@@ -47,17 +46,8 @@ def set_rng_state(state: dict) -> None:
 
 def save_state(path: Path, state: dict) -> None:
     """``torch.save`` to a temporary file, then an atomic rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_state(path: Path) -> dict:
