@@ -217,3 +217,16 @@ def test_glgf_routes_each_half_of_a_mixed_image_like_the_half_alone(probe):
     result, _ = probe
     assert result.halves_differ > 0
     assert result.halves_match_alone >= 0.8
+
+
+def test_routing_weights_cross_fade_between_regions_without_a_seam():
+    from expertir.models.experts import upsample_routing
+
+    weights = torch.zeros(1, 2, 2, 2)
+    weights[:, 0, :, 0] = 1.0  # left regions: expert 0 only
+    weights[:, 1, :, 1] = 1.0  # right regions: expert 1 only
+    full = upsample_routing(weights, (32, 32))  # 16-px regions, as at full resolution
+    torch.testing.assert_close(full.sum(1), torch.ones(1, 32, 32))
+    step = (full[:, 0, :, 1:] - full[:, 0, :, :-1]).abs().max()
+    assert step < 0.1  # a hard seam would jump from 1 to 0 between two pixels
+    assert full[0, 0, 0, 0] == 1.0 and full[0, 0, 0, -1] == 0.0
