@@ -61,3 +61,21 @@ def test_atomic_write_keeps_the_old_file_on_failure_and_normal_permissions(tmp_p
         os.umask(old_mask)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["w.bin"]  # no temporary left behind
+
+
+def test_load_pretrained_finds_shipped_weights_file_and_random(tmp_path):
+    import pytest
+    from expertir.errors import ExpertirError
+    from expertir.models import build_model
+    from expertir.weights import list_shipped, load_pretrained
+
+    shipped = list_shipped()[0]
+    loaded = load_pretrained(shipped.stem)
+    assert loaded.path == shipped and not loaded.model.training
+    path = save_checkpoint(tmp_path / "m.safetensors", build_model("restormer_tiny"), "restormer_tiny")
+    assert load_pretrained(weights=path).name == "restormer_tiny"
+    assert load_pretrained("promptir_tiny", untrained=True).path is None
+    with pytest.raises(ExpertirError, match="no shipped weights"):
+        load_pretrained("promptir_tiny")
+    with pytest.raises(ExpertirError, match="unknown model"):
+        load_pretrained("nope")

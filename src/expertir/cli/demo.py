@@ -45,23 +45,15 @@ def load_samples() -> list[dict]:
 
 
 def demo_models(device) -> list[tuple[str, object, str]]:
-    """(label, model, description) for each shipped model; untrained ones, said plainly, if none."""
-    from expertir.checkpoint import load_model
-    from expertir.models import build_model
-    from expertir.weights import shipped_weights
+    """(label, model, description) for each shipped model."""
+    from expertir.weights import load_pretrained, shipped_weights
 
-    models = []
-    for name in DEMO_MODELS:
-        path = shipped_weights(name)
-        if path is not None:
-            net, meta = load_model(path, device=device)
-            models.append((LABELS[name], net, f"{meta['model']}, shipped weights {path.name}"))
-    if models:
-        return models
-    print("NOTE: no trained weights are shipped in this build: the demo runs UNTRAINED tiny "
-          "models (random weights) to show the pipeline; their output is not a restoration.")
-    return [(f"{LABELS[n]} (untrained)", build_model(f"{n}_tiny").to(device).eval(),
-             f"{n}_tiny with random weights") for n in DEMO_MODELS[:2]]
+    models = [(LABELS[name], loaded.model, loaded.source)
+              for name in DEMO_MODELS if shipped_weights(name) is not None
+              for loaded in [load_pretrained(name, device=device)]]
+    if not models:
+        raise ExpertirError("no trained weights are shipped in this build; nothing to demo")
+    return models
 
 
 def write_figure(path: Path, samples: list[dict], labels: list[str]) -> None:

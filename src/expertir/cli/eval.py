@@ -58,8 +58,8 @@ def build_methods(args, device) -> list:
     """The evaluation methods named by --method, --model and --weights, in that order: one
     run (and one table) can hold classical baselines and any number of networks."""
     from expertir.checkpoint import read_metadata
-    from expertir.cli.restore import load_restoration_model
     from expertir.evaluation import ModelMethod, make_classical
+    from expertir.weights import load_pretrained
 
     if not (args.method or args.model or args.weights):
         raise ExpertirError("say what to evaluate: --weights FILE, --model NAME or --method M")
@@ -77,8 +77,8 @@ def build_methods(args, device) -> list:
         if name in taken:  # two checkpoints of one model: tell the rows apart by file
             name = f"{name} ({Path(path).parent.name}/{Path(path).stem})" if path else name
         taken.add(name)
-        net, description = load_restoration_model(None if path else name, path, args.untrained, device)
-        methods.append(ModelMethod(name, net, f"{description}, on {device}{tiles}", args.tile, device))
+        loaded = load_pretrained(None if path else name, path, args.untrained, device)
+        methods.append(ModelMethod(name, loaded.model, f"{loaded.source}, on {device}{tiles}", args.tile, device))
     return methods
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def add_parser(sub) -> None:
         "restore", help="restore images (files or folders) with an all-in-one model",
         description="Restore images with an unknown degradation (noise, rain, haze, blur, "
                     "low light, or a mix). No degradation label is needed.",
-        epilog=EPILOG, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="where restored images go")
     src = p.add_mutually_exclusive_group()
@@ -36,30 +37,6 @@ def add_parser(sub) -> None:
     p.add_argument("--overlap", type=int, default=32, metavar="M", help="tile overlap in pixels (default 32)")
     p.add_argument("--device", metavar="D", help="cpu, cuda, cuda:N or mps (default: best available)")
     p.set_defaults(func=run)
-
-
-def load_restoration_model(model: str | None, weights: str | None, untrained: bool = False,
-                           device="cpu"):
-    """(model, description) for the CLI options --model / --weights / --untrained."""
-    from expertir.checkpoint import load_model
-    from expertir.models import build_model, list_models
-    from expertir.weights import DEFAULT_MODEL, list_shipped, shipped_weights
-
-    if weights:
-        net, meta = load_model(weights, device=device)
-        return net, f"{meta['model']} from {weights}"
-    name = model or DEFAULT_MODEL
-    if name not in list_models():
-        raise ExpertirError(f"unknown model {name!r}; see 'expertir models'")
-    if untrained:
-        return build_model(name).to(device).eval(), f"{name} with RANDOM weights (untrained)"
-    path = shipped_weights(name)
-    if path is None:
-        shipped = ", ".join(p.stem for p in list_shipped()) or "none"
-        raise ExpertirError(f"no shipped weights for model {name!r} (shipped: {shipped}); "
-                            f"pass --weights FILE, or --untrained to test the pipeline")
-    net, meta = load_model(path, device=device)
-    return net, f"{meta['model']} (shipped weights {path.name})"
 
 
 def collect_jobs(inputs: list[str], outdir: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
@@ -102,8 +79,11 @@ def run(args) -> int:
         for line in failures:
             print(f"expertir: error: {line}")
         return 1
-    net, description = load_restoration_model(args.model, args.weights, args.untrained, device)
-    print(f"model: {description} on {device}")
+    from expertir.weights import load_pretrained
+
+    loaded = load_pretrained(args.model, args.weights, args.untrained, device)
+    net = loaded.model
+    print(f"model: {loaded.source} on {device}")
     input_paths = {src.resolve() for src, _ in jobs}
     done, start = 0, time.perf_counter()
     bar = tqdm(jobs, unit="img", desc="restoring", dynamic_ncols=True)
