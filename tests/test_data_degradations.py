@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from expertir.data import degradations as D
+from expertir.errors import ExpertirError
+from expertir.imageio import save_rgb
 
 
 def _image(h=64, w=64, seed=0):
@@ -14,7 +16,7 @@ def _image(h=64, w=64, seed=0):
     return np.clip(img + 0.02 * rng.standard_normal((h, w, 3)), 0, 1).astype(np.float32)
 
 
-@pytest.mark.parametrize("task", list(D.SYNTHESIZERS))
+@pytest.mark.parametrize("task", [t for t in D.SYNTHESIZERS if t != "clean"])
 def test_synthesizers_are_pure_functions_of_the_seed(task):
     img = _image()
     before = img.copy()
@@ -116,3 +118,37 @@ def test_protocol_noise_keeps_gray_images_gray_and_colour_noise_independent():
     assert not D.is_gray(D.protocol_noise(gray + np.float32(0.001) * np.arange(3), 25, seed=3))
     # the training synthesizers follow the same rule as the gray test protocol
     assert D.is_gray(D.SYNTHESIZERS["denoise_25"](gray, 5))
+
+
+def _streak_bank(tmp_path):
+    for i in range(3):
+        layer = np.zeros((70, 90))
+        layer[:, 5 + 7 * i::20] = 0.8
+        save_rgb(tmp_path / f"{i}.png", layer)
+    (tmp_path / "bad.png").write_bytes(b"")
+    return D.StreakLayers([tmp_path])
+
+
+def test_streak_layers_skip_an_unreadable_file_with_a_one_line_reason(tmp_path):
+    bank = _streak_bank(tmp_path)
+    assert len(bank) == 3
+    assert len(bank.problems) == 1 and "bad.png" in bank.problems[0] and "\n" not in bank.problems[0]
+
+
+def test_layer_rain_brightens_saturates_at_white_and_is_seeded(tmp_path):
+    bank = _streak_bank(tmp_path)
+    img = np.random.default_rng(0).uniform(0, 1, (48, 64, 3)).astype(np.float32)
+    out = D.layer_rain(img, 3, bank, blur=0.0, veil=0.0)
+    assert out.shape == img.shape and out.dtype == np.float32
+    assert (out >= img - 1e-6).all() and (out > img + 0.05).mean() > 0.02  # streaks added
+    white = np.ones_like(img)
+    assert np.allclose(D.layer_rain(white, 3, bank, blur=0.0, veil=0.0), 1.0)  # screen blend
+    fn = D.LayerRain(bank)
+    assert np.array_equal(fn(img, 5), fn(img, 5)) and not np.array_equal(fn(img, 5), fn(img, 6))
+    with pytest.raises(ExpertirError, match="streak layer"):
+        D.layer_rain(img, 0, D.StreakLayers([]))
+
+
+def test_clean_synthesizer_is_the_identity():
+    img = np.random.default_rng(1).uniform(0, 1, (8, 8, 3)).astype(np.float32)
+    assert np.array_equal(D.SYNTHESIZERS["clean"](img, 0), img)

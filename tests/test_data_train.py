@@ -8,7 +8,7 @@ import torch
 
 from expertir.data.tasks import TASK_IDS
 from expertir.data.train import (PairSource, TrainDataset, balanced_labels, build_train_dataset,
-                                 dihedral, make_train_loader)
+                                 dihedral)
 from expertir.errors import ExpertirError
 from expertir.imageio import save_rgb
 
@@ -56,26 +56,7 @@ def test_items_are_paired_crops_with_labels():
             assert 0.1 < float((item["degraded"] - item["clean"]).abs().mean()) < 0.3
 
 
-def test_loader_with_two_workers_is_reproducible():
-    sources = {"denoise_15": _clean(), "derain": _clean(), "deblur": _clean()}
-
-    def batches(seed, workers):
-        ds = TrainDataset(sources, patch_size=32, length=16, seed=seed)
-        loader = make_train_loader(ds, batch_size=4, num_workers=workers, seed=seed)
-        loader.set_epoch(2)
-        return [b for b in loader]
-
-    a, b = batches(5, 2), batches(5, 2)
-    assert len(a) == 4
-    for x, y in zip(a, b):
-        assert torch.equal(x["degraded"], y["degraded"]) and torch.equal(x["task"], y["task"])
-    c = batches(5, 0)  # same batches without workers
-    assert all(torch.equal(x["degraded"], y["degraded"]) for x, y in zip(a, c))
-    d = batches(6, 2)
-    assert not all(torch.equal(x["clean"], y["clean"]) for x, y in zip(a, d))
-
-
-def test_build_train_dataset_never_uses_test_sets(tmp_path, capsys):
+def test_build_train_dataset_never_uses_test_sets(tmp_path):
     rng = np.random.default_rng(1)
     for i in range(3):
         save_rgb(tmp_path / "denoise/BSD400" / f"{i}.png", rng.uniform(0, 1, (40, 40)))
@@ -84,32 +65,98 @@ def test_build_train_dataset_never_uses_test_sets(tmp_path, capsys):
     save_rgb(tmp_path / "derain/Rain100L-sub1/norain/norain-1.png", rng.uniform(0, 1, (40, 40, 3)))
     save_rgb(tmp_path / "dehaze/ITS-train/hazy/1_0.9_0.1.png", rng.uniform(0, 1, (40, 40, 3)))
     save_rgb(tmp_path / "dehaze/ITS-train/gt/1.png", rng.uniform(0, 1, (40, 40, 3)))
-    ds = build_train_dataset(tmp_path, ["denoise_25", "derain", "dehaze"], patch_size=32,
-                             length=8, use_skimage_photos=False)
+    data = build_train_dataset(tmp_path, ["denoise_25", "derain", "dehaze"], patch_size=32, length=8)
+    ds = data.dataset
     assert len(ds.sources["denoise_25"]) == 3
     assert all("BSD400" in str(p) for p in ds.sources["denoise_25"].images)
     assert all("BSD400" in str(p) for p in ds.sources["derain"].images)  # synthesised
     assert isinstance(ds.sources["dehaze"], PairSource)
-    assert "synthesised" in capsys.readouterr().out
+    assert any("synthesised" in line for line in data.report)
+    assert any("CBSD68" in line and "refused" not in line for line in data.report) is False
     assert ds[0]["degraded"].shape == (3, 32, 32)
     with pytest.raises(ExpertirError, match="no clean training images"):
-        build_train_dataset(tmp_path / "empty", ["derain"], use_skimage_photos=False)
+        (tmp_path / "empty").mkdir()
+        build_train_dataset(tmp_path / "empty", ["derain"])
 
 
-def test_photo_share_sets_how_often_the_colour_photos_are_drawn(tmp_path):
+def _gray(rng, size=40):
+    return rng.uniform(0, 1, (size, size))
+
+
+def _colour(rng, size=40):
+    return rng.uniform(0, 1, (size, size + 4, 3))
+
+
+def _data_root(tmp_path, rng, gray=20, colour=10):
+    for i in range(gray):  # gray training images, like BSD400
+        save_rgb(tmp_path / "denoise/BSD400" / f"{i}.png", _gray(rng))
+    for i in range(colour):
+        save_rgb(tmp_path / "clean/Photos" / f"{i}.png", _colour(rng))
+    return tmp_path
+
+
+def test_colour_share_sets_how_often_colour_images_are_drawn_and_gray_keeps_gray_noise(tmp_path):
     from expertir.data.degradations import is_gray
-    from expertir.training.data import hold_out
 
-    rng = np.random.default_rng(2)
-    for i in range(20):  # gray training images, like BSD400
-        save_rgb(tmp_path / "denoise/BSD400" / f"{i}.png", rng.uniform(0, 1, (40, 40)))
-    ds = build_train_dataset(tmp_path, ["denoise_25"], patch_size=32, length=2000, photo_share=0.4)
-    src = ds.sources["denoise_25"]
-    assert len(src.weights) == len(src.images) == 25
-    colour = [not is_gray(ds[i]["degraded"].permute(1, 2, 0).numpy()) for i in range(2000)]
-    assert abs(np.mean(colour) - 0.4) < 0.04  # gray images got gray noise, photos colour noise
-    hold_out(ds, 5, 32)
-    assert len(src.weights) == len(src.images) == 20
-    with pytest.raises(ExpertirError, match="photo_share"):
-        build_train_dataset(tmp_path, ["denoise_25"], patch_size=32, photo_share=1.5)
+    root = _data_root(tmp_path, np.random.default_rng(2))
+    data = build_train_dataset(root, ["denoise_25", "derain"], patch_size=32, length=2000,
+                               colour_share={"default": 1.0, "denoise_25": 0.4}, val_images=2)
+    src = data.dataset.sources["denoise_25"]
+    assert len(src.weights) == len(src.images) == 26  # 2 of each kind held out
+    items = [data.dataset[i] for i in range(2000)]
+    colour = {t: [not is_gray(it["degraded"].permute(1, 2, 0).numpy()) for it in items
+                  if TASK_IDS[it["task"]] == t] for t in ("denoise_25", "derain")}
+    assert abs(np.mean(colour["denoise_25"]) - 0.4) < 0.05  # gray images got gray noise
+    assert np.mean(colour["derain"]) == 1.0
+    assert set(data.validation) == {"denoise_25", "derain"}
+    assert data.validation["derain"]["clean"].shape[0] == 2
+    with pytest.raises(ExpertirError, match="colour_share"):
+        build_train_dataset(root, ["denoise_25"], patch_size=32, colour_share=1.5)
 
+
+def test_clean_task_target_is_its_input(tmp_path):
+    root = _data_root(tmp_path, np.random.default_rng(3), gray=3, colour=3)
+    data = build_train_dataset(root, ["clean", "dehaze"], patch_size=32, length=40)
+    for i in range(40):
+        item = data.dataset[i]
+        same = torch.equal(item["degraded"], item["clean"])
+        assert same == (TASK_IDS[item["task"]] == "clean")
+
+
+def test_several_roots_streak_layers_and_real_low_light_pairs(tmp_path):
+    rng = np.random.default_rng(4)
+    shared = _data_root(tmp_path / "shared", rng, gray=3, colour=3)
+    for i in range(4):
+        streaks = np.zeros((80, 90))
+        streaks[:, 10 + 15 * i::30] = 0.9  # vertical bright lines on black
+        save_rgb(shared / "rain-streaks/Layers" / f"{i}.png", streaks)
+    (shared / "rain-streaks/Layers/broken.png").write_bytes(b"not a png")
+    local = tmp_path / "local"
+    for i in range(5):
+        high = _colour(rng)
+        save_rgb(local / "lowlight/LOLv1-train/high" / f"{i}.png", high)
+        save_rgb(local / "lowlight/LOLv1-train/low" / f"{i}.png", high * 0.1)
+    save_rgb(local / "lowlight/LOLv1-train/high/odd.png", _colour(rng, 30))  # sizes differ
+    save_rgb(local / "lowlight/LOLv1-train/low/odd.png", _colour(rng, 40))
+    data = build_train_dataset([shared, local], ["derain", "lowlight"], patch_size=32, length=20,
+                               val_images=1)
+    report = "\n".join(data.report)
+    assert "4 real streak layers" in report and "broken.png" in report
+    assert "5 pairs from" in report and "odd.png: size 44×40 differs from its target" in report
+    assert isinstance(data.dataset.sources["lowlight"], PairSource)
+    assert len(data.dataset.sources["lowlight"]) == 4  # one pair held out for validation
+    for i in range(20):
+        item = data.dataset[i]
+        if TASK_IDS[item["task"]] == "derain":  # streaks brighten on the whole
+            assert float(item["degraded"].mean()) > float(item["clean"].mean())
+    procedural = build_train_dataset([shared, local], ["derain"], patch_size=32, length=4, rain="procedural")
+    assert "procedural streaks" in "\n".join(procedural.report)
+    with pytest.raises(ExpertirError, match="rain-streak layers"):
+        build_train_dataset([local, _data_root(tmp_path / "bare", rng, 2, 2)], ["derain"], rain="layers")
+
+
+def test_a_mismatched_training_pair_is_named_in_one_line(tmp_path):
+    pairs = [(np.zeros((40, 40, 3), np.float32), np.zeros((40, 44, 3), np.float32))]
+    ds = TrainDataset({"lowlight": PairSource(pairs)}, patch_size=32, length=2)
+    with pytest.raises(ExpertirError, match="training pair sizes differ"):
+        ds[0]

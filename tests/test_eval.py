@@ -56,7 +56,7 @@ def test_missing_parts_are_reported_and_table_is_partial(tmp_path):
     report = evaluate([make_classical("identity"), make_classical("dcp")], bench, progress=False)
     md = to_markdown(report)
     assert "Missing (skipped):" in md and "derain" in md and "dehaze" in md
-    assert md.count("| identity |") == 1
+    assert md.count("| identity |") == 2  # scores, then made-worse counts
     dcp_row = next(line for line in md.splitlines() if line.startswith("| dcp |"))
     assert dcp_row.count("–") == 4  # three denoising columns and the average
     # denoising at higher σ is worse for the identity
@@ -69,8 +69,9 @@ def test_json_and_csv_agree_with_markdown(tmp_path):
     bench = load_benchmark(f"paired:{tmp_path / 'a'}", tmp_path)
     report = evaluate([make_classical("identity"), make_classical("nlm", sigma=12.75)], bench,
                       progress=False)
+    main_table = to_markdown(report).split("Images made worse")[0]
     md_rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-               for line in to_markdown(report).splitlines() if line.startswith("| ") and "Method" not in line}
+               for line in main_table.splitlines() if line.startswith("| ") and "Method" not in line}
     lines = [ln for ln in to_csv(report).splitlines() if not ln.startswith("#")]
     csv_rows = {row[0]: row[1:] for row in list(csv.reader(lines))[1:]}
     data = to_dict(report)
@@ -164,3 +165,39 @@ def test_eval_cli_puts_baselines_and_several_checkpoints_in_one_table(tmp_path, 
     assert methods["restormer_tiny"]["sets"] != methods["restormer_tiny (run1/final)"]["sets"]
     assert main(["eval", "--benchmark", "aio3"]) == 2
     assert "say what to evaluate" in capsys.readouterr().err
+
+
+class _Darken:
+    """A method that makes every image darker: it harms clean inputs and most others."""
+
+    name, description = "darken", "multiplies by 0.8"
+
+    def applies_to(self, task_set):
+        return True
+
+    def restore(self, sample, task_set):
+        return sample.degraded * 0.8
+
+
+def test_clean_fidelity_and_made_worse_counts(tmp_path):
+    for i in range(3):
+        save_rgb(tmp_path / "clean" / f"{i}.png", smooth_image(32, 48, seed=i))
+    make_paired_set(tmp_path / "pairs", count=2)
+    from expertir.data.benchmarks import load_benchmarks
+
+    bench = load_benchmarks([f"paired:{tmp_path / 'pairs'}", f"clean:{tmp_path / 'clean'}"], tmp_path)
+    assert [ts.task for ts in bench.tasks] == ["pairs", "clean"]
+    report = evaluate([make_classical("identity"), _Darken()], bench, progress=False)
+    pairs_key, clean_key = (c.key for c in report.columns)
+    assert report.scores["identity"][clean_key].psnr == float("inf")
+    assert report.scores["identity"][clean_key].made_worse == 0
+    assert report.scores["identity"][pairs_key].made_worse == 0  # equal to the input: not worse
+    assert report.scores["darken"][clean_key].made_worse == 3
+    assert report.scores["darken"][pairs_key].made_worse == 2
+    md = to_markdown(report)
+    darken_worse = [line for line in md.split("Images made worse")[1].splitlines() if line.startswith("| darken")]
+    assert darken_worse == ["| darken | 2/2 | 3/3 | 5/5 |"]
+    # the clean-fidelity column stays out of the average
+    avg = to_dict(report)["methods"]["darken"]["average"]["psnr"]
+    assert avg == pytest.approx(report.scores["darken"][pairs_key].psnr)
+    assert to_dict(report)["methods"]["darken"]["sets"][clean_key]["made_worse"] == 3

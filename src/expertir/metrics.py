@@ -49,8 +49,10 @@ def _prepare(pred: np.ndarray, target: np.ndarray, y_channel: bool, crop: int):
 
 def psnr(pred: np.ndarray, target: np.ndarray, y_channel: bool = False,
          crop: int = CROP_BASE) -> float:
-    """PSNR in dB of H×W×C (or H×W) float images in [0, 1]."""
+    """PSNR in dB of H×W×C (or H×W) float images in [0, 1]; ``inf`` for identical images."""
     p, t = _prepare(pred, target, y_channel, crop)
+    if np.array_equal(p, t):
+        return float("inf")
     return float(peak_signal_noise_ratio(t, p, data_range=1.0))
 
 

@@ -25,7 +25,9 @@ def add_parser(sub) -> None:
                                     "pairs, unreadable files) and the paths expected for what "
                                     "is missing. Exit status 1 when files are unmatched or "
                                     "unreadable.")
-    c.add_argument("root", help="data root (e.g. ../shared/data or PromptIR's data/)")
+    c.add_argument("roots", nargs="+", metavar="ROOT",
+                   help="data root(s) (e.g. PromptIR's data/, or the benchmark folder and a "
+                        "folder with the LOL training pairs)")
     c.add_argument("--layout", choices=LAYOUT_CHOICES, default="auto",
                    help="folder layout (default: auto-detect)")
     c.add_argument("--no-read", action="store_true",
@@ -94,11 +96,47 @@ def _print_problems(problems: list[str], limit: int = 5) -> None:
 
 
 def run_check(args) -> int:
+    status = 0
+    for root in args.roots:
+        status |= _check_root(Path(root), args)
+    if args.layout != "paired":
+        _print_training_sources(args.roots, args.layout)
+    return status
+
+
+def _print_training_sources(roots, layout: str) -> None:
+    """What training would use from all the roots together."""
+    from expertir.data.train import find_training_data
+
+    found = find_training_data(roots, layout)
+    pool = found.clean
+    print(f"Training sources (all roots): {len(pool.gray)} gray + {len(pool.colour)} colour "
+          f"clean images for synthesis")
+    for line in pool.origin:
+        print(f"  clean     {line}")
+    layers = sum(len(layouts_images) for layouts_images in
+                 (_images_in(folder) for folder in found.streaks))
+    print(f"  streaks   {layers} rain-streak layers from {len(found.streaks)} folder(s)"
+          + ("" if found.streaks else " — rain is drawn procedurally"))
+    for fam, sets in found.pairs.items():
+        for pairs, folder in sets:
+            print(f"  {fam:9s} {len(pairs)} real training pairs from {_rel(folder)}")
+    for line in found.refused:
+        print(f"  refused   {line}")
+    _print_problems(found.problems)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    from expertir.imageio import list_images
+
+    return list_images(folder, recursive=False)
+
+
+def _check_root(root: Path, args) -> int:
     from expertir.data import layouts
     from expertir.data.benchmarks import load_benchmark
     from expertir.data.tasks import BENCHMARKS
 
-    root = Path(args.root)
     if not root.is_dir():
         raise ExpertirError(f"data root not found: {root}")
     unreadable: list[str] = []
@@ -132,10 +170,8 @@ def run_check(args) -> int:
                         print(f"  {fam:9s} MISSING — expected one of:")
                         for where in layouts.expected(fam, split, args.layout):
                             print(f"      {where}")
-                    else:
-                        what = "noise" if fam == "denoise" else fam
-                        print(f"  {fam:9s} none — {what} is synthesised on the clean training "
-                              f"images")
+                    elif fam != "denoise":
+                        print(f"  {fam:9s} none — synthesised on the clean training images")
                     continue
                 for hit in hits:
                     reported.add(hit.path)
@@ -146,6 +182,12 @@ def run_check(args) -> int:
                     unmatched += hit.problems
                     if not args.no_read:
                         read += _verify(_files_of(hit), unreadable)
+        for folder, files in layouts.clean_folders(root) + layouts.streak_folders(root):
+            reported.add(folder)
+            kind = "rain-streak layers" if folder.parent.name == "rain-streaks" else "clean images (for synthesis)"
+            print(f"  {folder.parent.name:9s} {_rel(folder):40s} {len(files):5d} {kind}")
+            if not args.no_read:
+                read += _verify(files, unreadable)
         others = [(p, f) for p, f in layouts.scan_paired(root)
                   if p not in reported and not any(r in p.parents for r in reported)]
         if others:

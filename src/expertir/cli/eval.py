@@ -15,9 +15,13 @@ EPILOG = """examples:
   expertir eval --method identity,dcp --benchmark paired:my_hazy_set --sigma 25
   expertir eval --method identity,bm3d --model sler_ir,cea --weights runs/x/final.safetensors \
       --benchmark denoise:denoise/BSD68@25 --data-root data/    # one table, one run
+  expertir eval --model cea --benchmark aio5 clean:denoise/CBSD68 --data-root data/
 
 Benchmarks: aio3, aio5 (standard settings found under --data-root), a task id (derain,
-denoise_25, ...), mixed[:DIR], paired:DIR (input/target folders), denoise:DIR@SIGMA[,SIGMA].
+denoise_25, ...), mixed[:DIR], paired:DIR (input/target folders), denoise:DIR@SIGMA[,SIGMA],
+clean:DIR (clean images as input: how much a model alters what needs no restoration).
+Several specs make one table. Every table also counts the images each method made worse
+than its input.
 Parts of a benchmark that are not found are listed and skipped. Tables are printed and
 written as results.md, results.csv and results.json into --output."""
 
@@ -36,7 +40,8 @@ def add_parser(sub) -> None:
                    help="classical baseline(s), comma separated: bm3d, nlm, dcp, identity")
     p.add_argument("--untrained", action="store_true",
                    help="run --model with random weights (pipeline testing only)")
-    p.add_argument("--benchmark", required=True, metavar="SPEC", help="what to evaluate on (see below)")
+    p.add_argument("--benchmark", required=True, nargs="+", metavar="SPEC",
+                   help="what to evaluate on (see below); several specs make one table")
     p.add_argument("--data-root", default=".", metavar="ROOT", help="where benchmark folders live (default: .)")
     p.add_argument("--layout", default="auto", help="auto, promptir, moce or bytask (default auto)")
     p.add_argument("-o", "--output", metavar="DIR",
@@ -83,20 +88,20 @@ def build_methods(args, device) -> list:
 
 
 def run(args) -> int:
-    from expertir.data.benchmarks import load_benchmark
+    from expertir.data.benchmarks import load_benchmarks
     from expertir.evaluation import evaluate, to_markdown, write_tables
     from expertir.inference import select_device
 
     if args.tile is not None and args.tile <= 0:
         raise ExpertirError(f"--tile must be a positive number of pixels (got {args.tile})")
     device = select_device(args.device)
-    benchmark = load_benchmark(args.benchmark, args.data_root, layout=args.layout)
+    benchmark = load_benchmarks(args.benchmark, args.data_root, layout=args.layout)
     for line in benchmark.missing:
         print(f"expertir: missing: {line}")
     methods = build_methods(args, device)
     label = "_".join(m.name for m in methods)
     outdir = Path(args.output or Path("runs") / "eval" /
-                  re.sub(r"[^A-Za-z0-9._=-]+", "_", f"{args.benchmark}_{label}"))
+                  re.sub(r"[^A-Za-z0-9._=-]+", "_", f"{'+'.join(args.benchmark)}_{label}"))
     report = evaluate(methods, benchmark, y_channel=args.y_channel, save_images=args.save_images,
                       on_set_done=lambda r: write_tables(r, outdir))
     not_applied = [m.name for m in methods if report.columns and not report.scores[m.name]]

@@ -17,6 +17,9 @@ could not be found, naming the paths that were expected. Specs:
     any folder with input/target-like sub-folders (each such folder below DIR is a set).
 ``denoise:DIR@25`` (or ``@15,25,50``)
     a folder of clean images at the given noise levels.
+``clean:DIR``
+    a folder of clean images given as they are (task ``clean``): the clean-fidelity
+    benchmark, PSNR/SSIM of restore(clean) against clean.
 
 Relative DIRs are looked up in the current directory, then under the data root.
 
@@ -242,6 +245,16 @@ def _denoise_dir(arg: str, root: Path, crop: int | None, spec: str) -> Benchmark
     return bench
 
 
+def load_benchmarks(specs: list[str], data_root: str | Path, layout: str = "auto",
+                    crop: int | None = 16) -> Benchmark:
+    """Several specs as one benchmark (one table): their task sets in order."""
+    parts = [load_benchmark(spec, data_root, layout, crop) for spec in specs]
+    if len(parts) == 1:
+        return parts[0]
+    return Benchmark(" + ".join(specs), [t for p in parts for t in p.tasks],
+                     [m for p in parts for m in p.missing])
+
+
 def load_benchmark(spec: str, data_root: str | Path, layout: str = "auto",
                    crop: int | None = 16) -> Benchmark:
     """The test sets named by ``spec`` (see the module docstring) under ``data_root``."""
@@ -265,5 +278,12 @@ def load_benchmark(spec: str, data_root: str | Path, layout: str = "auto",
         return _paired_dir(_find_dir(arg, root), crop, spec)
     if kind == "denoise" and arg:
         return _denoise_dir(arg, root, crop, spec)
+    if kind == "clean" and arg:
+        folder = _find_dir(arg, root)
+        files = list_images(folder, recursive=False)
+        bench = Benchmark(spec, [TaskSet("clean", folder.name, [(f, f) for f in files], crop=crop, path=folder)])
+        if not files:
+            bench.missing.append(f"{folder}: no images")
+        return bench
     raise ExpertirError(f"unknown benchmark spec {spec!r} (use {', '.join(BENCHMARKS)}, a task id, "
-                        "mixed, mixed:DIR, synthetic:DIR, paired:DIR or denoise:DIR@SIGMA)")
+                        "mixed, mixed:DIR, synthetic:DIR, paired:DIR, denoise:DIR@SIGMA or clean:DIR)")

@@ -22,6 +22,7 @@ and for the synthetic test sets.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -139,6 +140,107 @@ def rain(img: Image, seed: int, angle: float | None = None, length: float | None
         streaks = gaussian_filter(streaks, width) * (1.0 + 2.0 * width)  # keep peak height
     streaks = np.clip(streaks, 0.0, 1.0) * brightness
     return _finish(img + streaks[..., None])
+
+
+class StreakLayers:
+    """A bank of real rain-streak layers (8-bit gray, streaks bright on black), e.g. the
+    Garg & Nayar photographs used by RainMix.
+
+    Every readable file under the given folders is loaded once (as uint8); an unreadable
+    one is reported in one line (``problems``) and skipped, so one bad file does not stop
+    training. Picklable, so loader workers get their own copy.
+    """
+
+    def __init__(self, folders: Sequence[str | Path], min_size: int = 64):
+        from expertir.imageio import list_images, read_image
+
+        self.layers: list[np.ndarray] = []
+        self.problems: list[str] = []
+        self.files: list[Path] = []
+        for folder in folders:
+            for path in list_images(folder, recursive=False):
+                try:
+                    gray = read_image(path).rgb.mean(axis=2)
+                except ExpertirError as exc:
+                    self.problems.append(str(exc))
+                    continue
+                if min(gray.shape) < min_size:
+                    self.problems.append(f"{path}: streak layer smaller than {min_size} px, skipped")
+                    continue
+                self.layers.append(np.round(gray * 255).astype(np.uint8))
+                self.files.append(Path(path))
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+
+def layer_streaks(layers: StreakLayers, shape: tuple[int, int], rng: np.random.Generator,
+                  count: int | None = None) -> np.ndarray:
+    """A streak map in [0, 1] (H×W) made of 1–3 real layers, each randomly cropped, scaled
+    U(0.6, 1.6)×, rotated U(−10°, 10°), mirrored half the time and weighted U(0.5, 1.0)
+    (the strongest layer always at full weight); overlapping streaks combine like light
+    (a screen blend), so the map saturates at 1."""
+    h, w = shape
+    count = int(rng.integers(1, 4)) if count is None else count
+    out = np.zeros((h, w), np.float32)
+    for k in range(count):
+        layer = layers.layers[int(rng.integers(len(layers)))]
+        lh, lw = layer.shape
+        scale = rng.uniform(0.6, 1.6)
+        ch, cw = min(lh, max(8, int(round(h / scale)))), min(lw, max(8, int(round(w / scale))))
+        y, x = int(rng.integers(0, lh - ch + 1)), int(rng.integers(0, lw - cw + 1))
+        crop = layer[y:y + ch, x:x + cw].astype(np.float32) / 255.0
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        crop = cv2.resize(np.ascontiguousarray(crop), (w, h), interpolation=cv2.INTER_LINEAR)
+        angle = rng.uniform(-10, 10)
+        if abs(angle) > 0.5:
+            m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+            crop = cv2.warpAffine(crop, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        weight = 1.0 if k == 0 else rng.uniform(0.5, 1.0)
+        out = 1.0 - (1.0 - out) * (1.0 - np.clip(weight * crop, 0.0, 1.0))
+    return out
+
+
+def layer_rain(img: Image, seed: int, layers: StreakLayers, intensity: float | None = None,
+               blur: float | None = None, veil: float | None = None) -> Image:
+    """Rain from real streak layers: ``O = 1 − (1 − B')(1 − a·S)``, a screen blend that
+    brightens the background like real streaks and saturates at white.
+
+    S is :func:`layer_streaks`; ``a`` (``intensity``) scales it; ``B'`` is the clean image
+    with an optional loss of contrast towards its mean brightness (``veil``: the light
+    scattered by the rain), and the result is optionally blurred slightly (``blur``, the
+    std of a Gaussian in pixels: streaks out of focus). Drawn from the seed when ``None``:
+    intensity U(0.5, 1.0), blur 0 or U(0.3, 0.8) px (half the time), veil 0 or
+    U(0, 0.08) (half the time). These ranges were chosen by comparing with the Rain100L
+    inputs (contact sheet ``docs/rain_synthesis.png``).
+    """
+    img = _check(img)
+    if not len(layers):
+        raise ExpertirError("layer_rain needs at least one streak layer")
+    rng = _rng(seed)
+    intensity = rng.uniform(0.5, 1.0) if intensity is None else intensity
+    blur = (rng.uniform(0.3, 0.8) if rng.random() < 0.5 else 0.0) if blur is None else blur
+    veil = (rng.uniform(0.0, 0.08) if rng.random() < 0.5 else 0.0) if veil is None else veil
+    streaks = float(intensity) * layer_streaks(layers, img.shape[:2], rng)
+    base = img * (1.0 - veil) + veil * img.mean() if veil > 0 else img
+    out = 1.0 - (1.0 - base) * (1.0 - streaks[..., None])
+    if blur > 0:
+        out = cv2.GaussianBlur(out, (0, 0), float(blur))
+    return _finish(out)
+
+
+class LayerRain:
+    """``fn(img, seed)``: :func:`layer_rain` with a bank of real streak layers; picklable."""
+
+    def __init__(self, layers: StreakLayers):
+        self.layers = layers
+
+    def __call__(self, img: Image, seed: int) -> Image:
+        return layer_rain(img, seed, self.layers)
+
+    def __repr__(self) -> str:
+        return f"LayerRain({len(self.layers)} layers)"
 
 
 # --------------------------------------------------------------------------- haze
@@ -363,9 +465,14 @@ class FixedNoise:
         return f"FixedNoise(sigma={self.sigma})"
 
 
+def unchanged(img: Image, seed: int) -> Image:
+    """The ``clean`` task: the image itself (a copy)."""
+    return _check(img).copy()
+
+
 #: Task id → ``fn(img, seed)``: the synthesis used to train (and to build synthetic test
-#: sets) for every standard task. Denoising has a fixed σ; the others draw their
-#: parameters from the seed.
+#: sets) for every task. Denoising has a fixed σ; the others draw their parameters from the
+#: seed; ``clean`` leaves the image as it is.
 SYNTHESIZERS: dict[str, Callable[[Image, int], Image]] = {
     "denoise_15": FixedNoise(15),
     "denoise_25": FixedNoise(25),
@@ -374,4 +481,5 @@ SYNTHESIZERS: dict[str, Callable[[Image, int], Image]] = {
     "dehaze": haze,
     "deblur": motion_blur,
     "lowlight": low_light,
+    "clean": unchanged,
 }

@@ -21,6 +21,11 @@ Four layouts are understood, for test and training sets:
 ``paired``
     Any folder holding an input folder and a target folder with matching names.
 
+Training material in any layout root: every ``clean/<SET>/`` folder holds clean images for
+synthesis (:func:`clean_folders`) and every ``rain-streaks/<SET>/`` folder real rain-streak
+layers (:func:`streak_folders`). A folder whose name contains ``train`` is never taken as a
+test set.
+
 Path components match case-insensitively and may be glob patterns (first match, sorted).
 Degraded and clean files are paired by name (:func:`pair_by_name`), accepting the original
 namings: ``rain-001.png`` ↔ ``norain-001.png``, SOTS/RESIDE ``0001_0.8_0.2.jpg`` ↔
@@ -245,6 +250,8 @@ def locate(root: Path, fam: str, split: str, layout: str = "auto") -> list[Found
             path = resolve(root, loc.path)
             if path is None or not path.is_dir() or path in seen:
                 continue
+            if split == "test" and "train" in path.name.lower():
+                continue
             if loc.paired:
                 files = read_paired_folder(path)
                 if files is None:
@@ -257,6 +264,28 @@ def locate(root: Path, fam: str, split: str, layout: str = "auto") -> list[Found
                 found.append(Found(fam, split, lay, path, clean=images))
             seen.add(path)
     return found
+
+
+def _image_folders(root: Path, parent: str) -> list[tuple[Path, list[Path]]]:
+    folder = resolve(root, parent)
+    if folder is None or not folder.is_dir():
+        return []
+    out = []
+    for sub in sorted(c for c in folder.iterdir() if c.is_dir()):
+        images = list_images(sub, recursive=False)
+        if images:
+            out.append((sub, images))
+    return out
+
+
+def clean_folders(root: Path) -> list[tuple[Path, list[Path]]]:
+    """Every ``clean/<SET>/`` folder under ``root`` with its images (clean training images)."""
+    return _image_folders(root, "clean")
+
+
+def streak_folders(root: Path) -> list[tuple[Path, list[Path]]]:
+    """Every ``rain-streaks/<SET>/`` folder under ``root`` with its images (streak layers)."""
+    return _image_folders(root, "rain-streaks")
 
 
 def expected(fam: str, split: str, layout: str = "auto") -> list[str]:

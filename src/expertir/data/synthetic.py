@@ -23,7 +23,7 @@ import numpy as np
 from expertir import __version__
 from expertir.data.benchmarks import MANIFEST
 from expertir.data.degradations import SYNTHESIZERS, compose, spatially_varying, sub_seed
-from expertir.data.tasks import TASK_IDS
+from expertir.data.tasks import DEGRADATION_TASKS
 from expertir.errors import ExpertirError, ImageReadError
 from expertir.imageio import list_images, read_image, save_rgb
 
@@ -64,7 +64,7 @@ MIXED_RECIPES: list[Recipe] = [
 ]
 
 #: One subset per standard task id.
-SYNTHETIC_RECIPES: list[Recipe] = [Recipe(t, "task", (t,)) for t in TASK_IDS]
+SYNTHETIC_RECIPES: list[Recipe] = [Recipe(t, "task", (t,)) for t in DEGRADATION_TASKS]
 
 
 def _write_set(clean_dir: str | Path, out: str | Path, recipes: Sequence[Recipe], seed: int,
@@ -116,13 +116,13 @@ def make_mixed(clean_dir: str | Path, out: str | Path, seed: int = 0,
 
 
 def make_synthetic(clean_dir: str | Path, out: str | Path, seed: int = 0,
-                   tasks: Sequence[str] = tuple(TASK_IDS),
+                   tasks: Sequence[str] = tuple(DEGRADATION_TASKS),
                    progress: Callable[[str], None] | None = None) -> Path:
     """Write one subset per single degradation (task ids); returns the manifest path."""
     recipes = [r for r in SYNTHETIC_RECIPES if r.name in tasks]
     unknown = set(tasks) - {r.name for r in recipes}
     if unknown:
-        raise ExpertirError(f"unknown task(s) {sorted(unknown)} (known: {', '.join(TASK_IDS)})")
+        raise ExpertirError(f"unknown task(s) {sorted(unknown)} (known: {', '.join(DEGRADATION_TASKS)})")
     return _write_set(clean_dir, out, recipes, seed, "synthetic", progress)
 
 

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from expertir.errors import ExpertirError
 
-#: The standard task ids, in label order (index = integer label in batches).
+#: The task ids, in label order (index = integer label in batches). ``clean`` is an
+#: undegraded image whose target is itself: it teaches a model to leave clean images alone.
 TASK_IDS: list[str] = [
-    "denoise_15", "denoise_25", "denoise_50", "derain", "dehaze", "deblur", "lowlight",
+    "denoise_15", "denoise_25", "denoise_50", "derain", "dehaze", "deblur", "lowlight", "clean",
 ]
+
+#: The task ids that degrade an image (all but ``clean``).
+DEGRADATION_TASKS: list[str] = [t for t in TASK_IDS if t != "clean"]
 
 #: Noise level σ (0–255 scale) of each denoising task.
 NOISE_SIGMA: dict[str, int] = {"denoise_15": 15, "denoise_25": 25, "denoise_50": 50}
@@ -34,6 +38,7 @@ TEST_SET_NAMES: dict[str, str] = {
     "dehaze": "SOTS-outdoor",
     "deblur": "GoPro",
     "lowlight": "LOLv1",
+    "clean": "clean images",
 }
 
 

@@ -6,7 +6,9 @@ A *method* is anything with ``name``, ``description``, ``applies_to(task_set)`` 
 so learned and classical rows of a table come from the same code.
 
 Each image is loaded once and restored by every method that applies to its task set;
-metrics are :func:`expertir.metrics.psnr` / :func:`~expertir.metrics.ssim` (the PromptIR
+besides its scores, every image records whether the method made it worse than its input
+(:attr:`ImageScore.made_worse`: a restoration tool that damages photos is worse than none).
+Metrics are :func:`expertir.metrics.psnr` / :func:`~expertir.metrics.ssim` (the PromptIR
 protocol; the task sets already crop to a multiple of 16). The per-set score is the mean
 over its images, as in the papers.
 """
@@ -23,11 +25,24 @@ import numpy as np
 from expertir.metrics import protocol_line, psnr, ssim
 
 
+#: A clean input (identical to its target) counts as made worse when the output falls below
+#: this PSNR against it: beyond about 40 dB a change is invisible.
+CLEAN_VISIBLE_DB = 40.0
+
+
 @dataclass
 class ImageScore:
     name: str
     psnr: float
     ssim: float
+    input_psnr: float = float("nan")  # of the degraded input; inf for a clean input
+
+    @property
+    def made_worse(self) -> bool:
+        """The output scores below the input (for a clean input: below
+        :data:`CLEAN_VISIBLE_DB`)."""
+        return self.psnr < min(self.input_psnr, CLEAN_VISIBLE_DB) if np.isinf(self.input_psnr) \
+            else self.psnr < self.input_psnr
 
 
 @dataclass
@@ -48,6 +63,11 @@ class SetScore:
     @property
     def ssim(self) -> float | None:
         return float(np.mean([s.ssim for s in self.images])) if self.images else None
+
+    @property
+    def made_worse(self) -> int:
+        """How many images came out below their input (see :attr:`ImageScore.made_worse`)."""
+        return sum(s.made_worse for s in self.images)
 
 
 @dataclass
@@ -145,6 +165,7 @@ def evaluate(methods: list, benchmark, y_channel: bool = False, save_images: str
         bar = tqdm(total=len(ts), desc=f"{col.label}", unit="img", disable=not progress,
                    dynamic_ncols=True)
         for sample in ts:
+            input_psnr = psnr(sample.degraded, sample.clean, y_channel=y_channel)
             for m in active:
                 start = time.perf_counter()
                 restored = m.restore(sample, ts)
@@ -152,7 +173,8 @@ def evaluate(methods: list, benchmark, y_channel: bool = False, save_images: str
                 score.seconds += time.perf_counter() - start
                 score.images.append(ImageScore(sample.name,
                                                psnr(restored, sample.clean, y_channel=y_channel),
-                                               ssim(restored, sample.clean, y_channel=y_channel)))
+                                               ssim(restored, sample.clean, y_channel=y_channel),
+                                               input_psnr))
                 if save_images:
                     save_rgb(Path(save_images) / _safe(m.name) / col.key / f"{sample.name}.png",
                              restored)

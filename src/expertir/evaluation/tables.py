@@ -6,6 +6,10 @@ over all columns. A method that does not apply to a column (BM3D on rain) shows 
 and its average is left empty rather than averaged over a subset. The protocol line, the
 missing benchmark parts and unreadable files follow the table.
 
+Below the table, a second one counts per method and column the images made worse than
+their input ("made worse": n of N). Clean-fidelity columns (``clean:DIR``: PSNR of
+restore(clean) against clean) measure harm, not restoration, and stay out of the Average.
+
 Rounding: PSNR to 2 decimals, SSIM to 3 in Markdown and CSV; JSON keeps full precision and
 the per-image scores.
 """
@@ -17,14 +21,20 @@ import io
 import json
 from pathlib import Path
 
-from expertir.evaluation.runner import EvalReport
+from expertir.evaluation.runner import CLEAN_VISIBLE_DB, EvalReport
 
 DASH = "–"
 
 
+def _restoration_columns(report: EvalReport) -> list:
+    """The columns that measure restoration (clean-fidelity columns measure harm instead and
+    stay out of the average)."""
+    return [c for c in report.columns if c.task != "clean"]
+
+
 def _average(report: EvalReport, method: str) -> tuple[float | None, float | None]:
     scores = report.scores[method]
-    cells = [scores.get(c.key) for c in report.columns]
+    cells = [scores.get(c.key) for c in _restoration_columns(report)]
     if not cells or any(s is None or s.psnr is None for s in cells):
         return None, None
     return (sum(s.psnr for s in cells) / len(cells), sum(s.ssim for s in cells) / len(cells))
@@ -36,6 +46,18 @@ def _cells(report: EvalReport, method: str) -> list[tuple[float | None, float | 
         score = report.scores[method].get(col.key)
         out.append((score.psnr, score.ssim) if score is not None else (None, None))
     return out + [_average(report, method)]
+
+
+def _worse_cells(report: EvalReport, method: str) -> list[str]:
+    cells, worse, total = [], 0, 0
+    for col in report.columns:
+        score = report.scores[method].get(col.key)
+        if score is None or not score.count:
+            cells.append(DASH)
+            continue
+        cells.append(f"{score.made_worse}/{score.count}")
+        worse, total = worse + score.made_worse, total + score.count
+    return cells + [f"{worse}/{total}" if total else DASH]
 
 
 def _fmt(p: float | None, s: float | None) -> str:
@@ -52,8 +74,16 @@ def to_markdown(report: EvalReport, title: str | None = None) -> str:
             lines.append("| " + " | ".join([method] + [_fmt(p, s) for p, s in _cells(report, method)]) + " |")
         lines.append("")
         counts = ", ".join(f"{c.label}: {c.count}" for c in report.columns)
+        clean = " except the clean-fidelity ones (restore(clean) vs clean)" \
+            if len(_restoration_columns(report)) < len(report.columns) else ""
         lines.append(f"Cells are PSNR (dB) / SSIM, mean over the images of each set ({counts}); "
-                     "Average: mean over the columns shown.")
+                     f"Average: mean over the columns shown{clean}.")
+        lines += ["", "Images made worse (output PSNR below the input's; for a clean input, "
+                  f"below {CLEAN_VISIBLE_DB:g} dB), n of N:", "",
+                  "| " + " | ".join(["Method"] + [c.label for c in report.columns] + ["Total"]) + " |",
+                  "|" + "|".join(["---"] + [":---:"] * (len(report.columns) + 1)) + "|"]
+        for method in report.methods:
+            lines.append("| " + " | ".join([method] + _worse_cells(report, method)) + " |")
     else:
         lines.append("No test set of this benchmark was found.")
     lines += ["", f"Protocol: {report.protocol}.", ""]
@@ -74,11 +104,13 @@ def to_csv(report: EvalReport) -> str:
     buf.write(f"# protocol: {report.protocol}\n")
     writer = csv.writer(buf, lineterminator="\n")
     labels = [c.label for c in report.columns] + ["Average"]
-    writer.writerow(["method"] + [f"{lab} {m}" for lab in labels for m in ("PSNR", "SSIM")])
+    writer.writerow(["method"] + [f"{lab} {m}" for lab in labels for m in ("PSNR", "SSIM")]
+                    + [f"{c.label} made worse" for c in report.columns])
     for method in report.methods:
         row = [method]
         for p, s in _cells(report, method):
             row += ["", ""] if p is None else [f"{p:.2f}", f"{s:.3f}"]
+        row += [c.split("/")[0] if c != DASH else "" for c in _worse_cells(report, method)[:-1]]
         writer.writerow(row)
     return buf.getvalue()
 
@@ -94,8 +126,9 @@ def to_dict(report: EvalReport) -> dict:
                 continue
             cells[col.key] = {
                 "psnr": score.psnr, "ssim": score.ssim, "count": score.count,
-                "seconds": round(score.seconds, 3),
-                "images": [{"name": i.name, "psnr": i.psnr, "ssim": i.ssim} for i in score.images],
+                "made_worse": score.made_worse, "seconds": round(score.seconds, 3),
+                "images": [{"name": i.name, "psnr": i.psnr, "ssim": i.ssim, "input_psnr": i.input_psnr,
+                            "made_worse": i.made_worse} for i in score.images],
             }
         avg_p, avg_s = _average(report, method)
         rows[method] = {"description": desc, "sets": cells,

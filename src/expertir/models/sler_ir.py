@@ -52,7 +52,7 @@ class SLERIR(RestorationModel):
                  expert_expansion: float = 1.0, expert_compute: str = "sparse",
                  router_scale: float = 10.0, encoder_width: int = 24, encoder_dim: int = 96,
                  encoder_depth: int = 3, encoder_heads: int = 4, train_patch: int = 128,
-                 num_tasks: int = 7, sphere: bool = True, glgf: bool = True,
+                 num_tasks: int = 8, sphere: bool = True, glgf: bool = True,
                  uniformity: bool = True, prototypes: str = "learned",
                  temperature: float = 0.1, margin: float = 0.2, local_weight: float = 0.5,
                  contrastive_weight: float = 0.1, triplet_weight: float = 0.1,

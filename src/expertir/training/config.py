@@ -24,16 +24,19 @@ DEFAULTS: dict = {
     "out_dir": "runs",
     "model": {"name": "restormer_tiny", "options": {}},
     "data": {
-        # Training sources are found under data.root by expertir.data.train.build_train_dataset
-        # (clean images degraded on the fly, or real training pairs where the layout has them).
-        "root": "../shared/data",
+        # Training sources are found under data.root (one folder or a list) by
+        # expertir.data.train.build_train_dataset (clean images degraded on the fly, or real
+        # training pairs where the layout has them). A config or the command line names it.
+        "root": None,
         "layout": "auto",
         "tasks": ["denoise_15", "denoise_25", "denoise_50", "derain", "dehaze"],
         "ratios": {},             # task -> weight; empty: equal
         "patch": 128,
         "length": 10000,          # items per dataset epoch
-        "skimage_photos": True,   # add scikit-image's bundled photos to the clean images
-        "photo_share": None,      # share of synthesised draws given to those colour photos (None: uniform)
+        "skimage_photos": False,  # add scikit-image's bundled colour photos to the clean images
+        "colour_share": None,     # share of draws given to colour images: a number, or task -> number
+                                  # (key "default" for the rest); None: every image equally likely
+        "rain": "auto",           # auto | layers (real streak layers) | procedural
         "procedural": 0,          # >0: train on that many generated images instead (tests, smoke runs)
         "val_images": 4,          # clean images (or pairs) per task held out for validation
         "val_patch": 128,

@@ -1,5 +1,5 @@
-"""Training data for the trainer: a step-indexed sampler over :class:`expertir.data.train.TrainDataset`
-and a held-out validation split (issue 6 §2, §4, §5).
+"""Training data for the trainer: a step-indexed sampler over
+:class:`expertir.data.train.TrainDataset` and the dataset a config describes.
 
 Exact resume and world-size independence come from one rule: the ``j``-th sample of the
 global batch of step ``s`` is global draw ``p = s * G + j`` (G = per-device batch × devices
@@ -8,25 +8,17 @@ global batch of step ``s`` is global draw ``p = s * G + j`` (G = per-device batc
 image, crop, flip/rotation and degradation — so nothing depends on which process or worker
 made it or on what came before: a resumed run re-creates step ``s`` without replaying, and
 1 process or N processes see the same global batches.
-
-Validation (:func:`hold_out`): a few clean images (and real pairs) are taken out of the
-training sources before training; each task's validation input is the centre crop of each
-held-out image, degraded with a seed fixed by (task, image).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset, Sampler
 
-from expertir.data.degradations import SYNTHESIZERS, sub_seed
-from expertir.data.tasks import TASK_IDS, task_label
-from expertir.data.train import PairSource, SynthSource, TrainDataset, build_train_dataset
+from expertir.data.degradations import SYNTHESIZERS
+from expertir.data.train import (SynthSource, TrainDataset, TrainingData, _every_kth,
+                                 build_train_dataset, synthesised_validation)
 from expertir.errors import ExpertirError
-from expertir.imageio import load_rgb
-
-VAL_SEED = 20250101  # fixed: validation inputs do not change with the training seed
 
 
 class StepSampler(Sampler):
@@ -90,71 +82,25 @@ def procedural_images(count: int, size: int = 160, seed: int = 0) -> list[np.nda
     return images
 
 
-def build_dataset(data_cfg: dict, seed: int) -> TrainDataset:
-    """The training dataset a config's ``data`` section describes."""
+def build_dataset(data_cfg: dict, seed: int) -> TrainingData:
+    """The training data (dataset, validation batches, report) a config's ``data`` section
+    describes."""
     tasks = list(data_cfg["tasks"])
     common = {"ratios": data_cfg["ratios"] or None, "patch_size": int(data_cfg["patch"]),
               "length": int(data_cfg["length"]), "seed": seed}
+    val_images, val_patch = int(data_cfg["val_images"]), int(data_cfg["val_patch"])
     if data_cfg["procedural"]:
         images = procedural_images(int(data_cfg["procedural"]), size=max(96, int(data_cfg["patch"]) + 32))
+        images, held = _every_kth(images, val_images)
         desc = f"{len(images)} procedural images"
         dataset = TrainDataset({t: SynthSource(list(images), None, desc) for t in tasks}, **common)
-        dataset.report = [f"{t}: synthesised on the fly from {desc}" for t in tasks]
-        return dataset
-    share = data_cfg["photo_share"]
+        validation = {t: synthesised_validation(t, SYNTHESIZERS[t], held, val_patch)
+                      for t in tasks} if held else {}
+        return TrainingData(dataset, validation, [f"{t}: synthesised on the fly from {desc}" for t in tasks])
+    if not data_cfg["root"]:
+        raise ExpertirError("data.root is not set: name the data folder(s), e.g. data.root=PATH "
+                            "or data.root=[PATH1,PATH2] (or data.procedural=N for generated images)")
     return build_train_dataset(data_cfg["root"], tasks, layout=data_cfg["layout"],
                                use_skimage_photos=bool(data_cfg["skimage_photos"]),
-                               photo_share=None if share is None else float(share), **common)
-
-
-def _every_kth(items: list, count: int) -> tuple[list, list]:
-    """(kept, held out): ``count`` items spread evenly through ``items``."""
-    if count <= 0 or not items:
-        return items, []
-    if count >= len(items):
-        raise ExpertirError(f"data.val_images={count} leaves no training image (of {len(items)})")
-    stride = len(items) // count
-    held = set(range(stride - 1, stride * count, stride))
-    return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]
-
-
-def _centre(img: np.ndarray, patch: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    p = min(patch, h, w) // 16 * 16
-    top, left = (h - p) // 2, (w - p) // 2
-    return np.ascontiguousarray(img[top:top + p, left:left + p], dtype=np.float32)
-
-
-def _load(ref) -> np.ndarray:
-    return ref if isinstance(ref, np.ndarray) else load_rgb(ref)
-
-
-def _chw(images: list[np.ndarray]) -> torch.Tensor:
-    return torch.stack([torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1))) for im in images])
-
-
-def hold_out(dataset: TrainDataset, count: int, patch: int) -> dict[str, dict]:
-    """Remove ``count`` clean images (or real pairs) from every task's source and return
-    the validation batches ``{task: {"degraded", "clean": N×3×P×P, "task": N}}``."""
-    val: dict[str, dict] = {}
-    if count <= 0:
-        return val
-    for task, src in dataset.sources.items():
-        if isinstance(src, PairSource):
-            src.pairs, held = _every_kth(src.pairs, count)
-            pairs = [(_centre(_load(d), patch), _centre(_load(c), patch)) for d, c in held]
-        else:
-            if src.weights is None:
-                src.images, held = _every_kth(src.images, count)
-            else:
-                kept, held_pairs = _every_kth(list(zip(src.images, src.weights)), count)
-                src.images, src.weights = [im for im, _ in kept], [w for _, w in kept]
-                held = [im for im, _ in held_pairs]
-            fn = src.fn or SYNTHESIZERS[task]
-            cleans = [_centre(_load(c), patch) for c in held]
-            pairs = [(fn(c, sub_seed(VAL_SEED, TASK_IDS.index(task), i)), c) for i, c in enumerate(cleans)]
-        size = min(min(d.shape[:2]) for d, _ in pairs)
-        pairs = [(_centre(d, size), _centre(c, size)) for d, c in pairs]
-        val[task] = {"degraded": _chw([d for d, _ in pairs]), "clean": _chw([c for _, c in pairs]),
-                     "task": torch.full((len(pairs),), task_label(task))}
-    return val
+                               colour_share=data_cfg["colour_share"], rain=data_cfg["rain"],
+                               val_images=val_images, val_patch=val_patch, **common)

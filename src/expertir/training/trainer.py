@@ -38,7 +38,7 @@ from expertir.metrics import torch_psnr
 from expertir.models import build_model
 from expertir.training import distributed as dist_utils
 from expertir.training.config import save_config
-from expertir.training.data import EpochIndexed, StepSampler, build_dataset, hold_out
+from expertir.training.data import EpochIndexed, StepSampler, build_dataset
 from expertir.training.ema import EMA
 from expertir.training.logs import RunLogger, plot_curves, save_grid
 from expertir.training.schedule import warmup_cosine
@@ -144,12 +144,13 @@ def _train(cfg, t, log_cfg, info, resume, run_dir) -> dict:
     random.seed(seed)
 
     # Data.
-    dataset = build_dataset(cfg["data"], seed)
-    val = hold_out(dataset, int(cfg["data"]["val_images"]), int(cfg["data"]["val_patch"]))
-    if not info.is_main:
-        val = {}
+    data = build_dataset(cfg["data"], seed)
+    dataset = data.dataset
+    for line in data.report:
+        print(line)
+    val = data.validation if info.is_main else {}
     data_summary = {
-        "root": str(cfg["data"]["root"]), "tasks": list(cfg["data"]["tasks"]), "sources": list(dataset.report),
+        "root": cfg["data"]["root"], "tasks": list(cfg["data"]["tasks"]), "sources": list(data.report),
         "ratios": dataset.ratios, "patch": int(cfg["data"]["patch"]), "epoch_length": len(dataset),
         "val_images_per_task": {task: len(v["clean"]) for task, v in val.items()},
         "samples_seen": effective * t["steps"],
