@@ -56,7 +56,7 @@ def test_missing_parts_are_reported_and_table_is_partial(tmp_path):
     report = evaluate([make_classical("identity"), make_classical("dcp")], bench, progress=False)
     md = to_markdown(report)
     assert "Missing (skipped):" in md and "derain" in md and "dehaze" in md
-    assert md.count("| identity |") == 2  # scores, then made-worse counts
+    assert md.count("| identity |") == 3  # scores, made-worse counts, seam ratios
     dcp_row = next(line for line in md.splitlines() if line.startswith("| dcp |"))
     assert dcp_row.count("–") == 4  # three denoising columns and the average
     # denoising at higher σ is worse for the identity

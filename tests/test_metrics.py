@@ -41,3 +41,18 @@ def test_protocol_line_names_the_space():
     assert "RGB" in protocol_line() and "Y" in protocol_line(y_channel=True)
     with pytest.raises(ValueError, match="shape mismatch"):
         psnr(np.zeros((4, 4, 3)), np.zeros((4, 5, 3)))
+
+
+def test_seam_ratio_is_one_without_seams_and_grows_with_blockwise_changes():
+    from expertir.metrics import seam_ratio
+
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0.2, 0.8, (64, 80, 3))
+    assert seam_ratio(img, img) == pytest.approx(1.0)
+    assert seam_ratio(img * 0.9 + 0.05, img) == pytest.approx(1.0)  # a global change adds no seam
+    blocks = img.copy()
+    for y in range(0, 64, 16):  # brighten every other 16-px region: visible region borders
+        for x in range(0, 80, 16):
+            if (y // 16 + x // 16) % 2:
+                blocks[y:y + 16, x:x + 16] += 0.15
+    assert seam_ratio(np.clip(blocks, 0, 1), img) > 1.3

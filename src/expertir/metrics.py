@@ -68,3 +68,30 @@ def torch_psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR (dB) of NCHW batches in [0, 1]; for validation during training."""
     mse = (pred.clamp(0, 1) - target.clamp(0, 1)).pow(2).flatten(1).mean(dim=1)
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
+
+
+#: Side in pixels of SLER-IR's routing regions, where a seam would appear.
+SEAM_REGION = 16
+
+
+def _border_to_inner_gradient(img: np.ndarray, region: int) -> float:
+    g = np.asarray(img, np.float64)
+    g = g.mean(axis=2) if g.ndim == 3 else g
+    gx, gy = np.abs(np.diff(g, axis=1)), np.abs(np.diff(g, axis=0))
+    bx = (np.arange(1, g.shape[1]) % region) == 0  # step between column x-1 and x, x on a border
+    by = (np.arange(1, g.shape[0]) % region) == 0
+    border = np.concatenate([gx[:, bx].ravel(), gy[by, :].ravel()])
+    inner = np.concatenate([gx[:, ~bx].ravel(), gy[~by, :].ravel()])
+    if not border.size or not inner.size:
+        return float("nan")
+    return float(border.mean() / max(inner.mean(), 1e-12))
+
+
+def seam_ratio(output: np.ndarray, reference: np.ndarray, region: int = SEAM_REGION) -> float:
+    """How much more the output changes across the borders of the ``region``-px grid than
+    inside the regions, relative to the same ratio of ``reference`` (the input): mean
+    gradient magnitude on the borders / mean inside, output over input. 1.0 means no seams
+    were added; region-wise processing that treats neighbouring regions differently raises
+    it. The grid starts at the top-left pixel, as the models' region grid does."""
+    ref = _border_to_inner_gradient(reference, region)
+    return _border_to_inner_gradient(output, region) / ref if ref > 0 else float("nan")

@@ -7,7 +7,9 @@ so learned and classical rows of a table come from the same code.
 
 Each image is loaded once and restored by every method that applies to its task set;
 besides its scores, every image records whether the method made it worse than its input
-(:attr:`ImageScore.made_worse`: a restoration tool that damages photos is worse than none).
+(:attr:`ImageScore.made_worse`: a restoration tool that damages photos is worse than none)
+and its seam ratio (:func:`~expertir.metrics.seam_ratio`: edges added on the 16-px grid of
+region-wise routing).
 Metrics are :func:`expertir.metrics.psnr` / :func:`~expertir.metrics.ssim` (the PromptIR
 protocol; the task sets already crop to a multiple of 16). The per-set score is the mean
 over its images, as in the papers.
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from expertir.metrics import protocol_line, psnr, ssim
+from expertir.metrics import protocol_line, psnr, seam_ratio, ssim
 
 
 #: A clean input (identical to its target) counts as made worse when the output falls below
@@ -36,6 +38,7 @@ class ImageScore:
     psnr: float
     ssim: float
     input_psnr: float = float("nan")  # of the degraded input; inf for a clean input
+    seam: float = float("nan")  # seam ratio of the output against the input (1 = no seams)
 
     @property
     def made_worse(self) -> bool:
@@ -63,6 +66,12 @@ class SetScore:
     @property
     def ssim(self) -> float | None:
         return float(np.mean([s.ssim for s in self.images])) if self.images else None
+
+    @property
+    def seam(self) -> float | None:
+        """Mean :func:`~expertir.metrics.seam_ratio` over the images."""
+        values = [s.seam for s in self.images if np.isfinite(s.seam)]
+        return float(np.mean(values)) if values else None
 
     @property
     def made_worse(self) -> int:
@@ -174,7 +183,7 @@ def evaluate(methods: list, benchmark, y_channel: bool = False, save_images: str
                 score.images.append(ImageScore(sample.name,
                                                psnr(restored, sample.clean, y_channel=y_channel),
                                                ssim(restored, sample.clean, y_channel=y_channel),
-                                               input_psnr))
+                                               input_psnr, seam_ratio(restored, sample.degraded)))
                 if save_images:
                     save_rgb(Path(save_images) / _safe(m.name) / col.key / f"{sample.name}.png",
                              restored)

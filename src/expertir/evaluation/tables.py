@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 
 from expertir.evaluation.runner import CLEAN_VISIBLE_DB, EvalReport
+from expertir.metrics import SEAM_REGION
 
 DASH = "–"
 
@@ -84,6 +85,14 @@ def to_markdown(report: EvalReport, title: str | None = None) -> str:
                   "|" + "|".join(["---"] + [":---:"] * (len(report.columns) + 1)) + "|"]
         for method in report.methods:
             lines.append("| " + " | ".join([method] + _worse_cells(report, method)) + " |")
+        lines += ["", f"Seam ratio (edges on the {SEAM_REGION}-px region grid, output over input; "
+                  "1.00 = none added), mean over the images:", "",
+                  "| " + " | ".join(["Method"] + [c.label for c in report.columns]) + " |",
+                  "|" + "|".join(["---"] + [":---:"] * len(report.columns)) + "|"]
+        for method in report.methods:
+            seams = [report.scores[method].get(c.key) for c in report.columns]
+            lines.append("| " + " | ".join([method] + [DASH if s is None or s.seam is None else f"{s.seam:.2f}"
+                                                      for s in seams]) + " |")
     else:
         lines.append("No test set of this benchmark was found.")
     lines += ["", f"Protocol: {report.protocol}.", ""]
@@ -126,9 +135,9 @@ def to_dict(report: EvalReport) -> dict:
                 continue
             cells[col.key] = {
                 "psnr": score.psnr, "ssim": score.ssim, "count": score.count,
-                "made_worse": score.made_worse, "seconds": round(score.seconds, 3),
+                "made_worse": score.made_worse, "seam": score.seam, "seconds": round(score.seconds, 3),
                 "images": [{"name": i.name, "psnr": i.psnr, "ssim": i.ssim, "input_psnr": i.input_psnr,
-                            "made_worse": i.made_worse} for i in score.images],
+                            "made_worse": i.made_worse, "seam": i.seam} for i in score.images],
             }
         avg_p, avg_s = _average(report, method)
         rows[method] = {"description": desc, "sets": cells,
