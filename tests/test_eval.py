@@ -195,8 +195,10 @@ def test_clean_fidelity_and_made_worse_counts(tmp_path):
     assert report.scores["darken"][clean_key].made_worse == 3
     assert report.scores["darken"][pairs_key].made_worse == 2
     md = to_markdown(report)
-    darken_worse = [line for line in md.split("Images made worse")[1].splitlines() if line.startswith("| darken")]
-    assert darken_worse == ["| darken | 2/2 | 3/3 | 5/5 |"]
+    worse_table = md.split("Images made worse")[1].split("Seam ratio")[0]
+    assert [ln for ln in worse_table.splitlines() if ln.startswith("| darken")] == ["| darken | 2/2 | 3/3 | 5/5 |"]
+    seam_table = md.split("Seam ratio")[1]
+    assert [ln for ln in seam_table.splitlines() if ln.startswith("| darken")] == ["| darken | 1.00 | 1.00 |"]
     # the clean-fidelity column stays out of the average
     avg = to_dict(report)["methods"]["darken"]["average"]["psnr"]
     assert avg == pytest.approx(report.scores["darken"][pairs_key].psnr)
