@@ -230,3 +230,30 @@ def test_routing_weights_cross_fade_between_regions_without_a_seam():
     step = (full[:, 0, :, 1:] - full[:, 0, :, :-1]).abs().max()
     assert step < 0.1  # a hard seam would jump from 1 to 0 between two pixels
     assert full[0, 0, 0, 0] == 1.0 and full[0, 0, 0, -1] == 0.0
+
+
+def test_routing_smoothing_and_local_margin_keep_uncertain_regions_on_the_global_embedding():
+    from expertir.models import build_model
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 64, 96)
+    plain = build_model("sler_ir_tiny", train_patch=32).eval()
+    guarded = build_model("sler_ir_tiny", train_patch=32, routing_smoothing=3, local_margin=0.5).eval()
+    guarded.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        _, a = plain(x, return_aux=True)
+        _, b = guarded(x, return_aux=True)
+    assert b["routing_embedding"].shape == a["routing_embedding"].shape == (1, 128, 4, 6)
+    # an untrained encoder is never confident: with a large margin the global token decides
+    assert float(b["glgf_gate"].min()) > float(a["glgf_gate"].min())
+    assert float(b["glgf_gate"].mean()) > 0.9
+    # neighbouring regions differ less after smoothing
+    def roughness(e):
+        return float((e[..., 1:] - e[..., :-1]).norm(dim=1).mean())
+    smooth_only = build_model("sler_ir_tiny", train_patch=32, routing_smoothing=3).eval()
+    smooth_only.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        _, c = smooth_only(x, return_aux=True)
+    assert roughness(c["embedding_local"]) < roughness(a["embedding_local"])
+    with pytest.raises(ValueError, match="odd"):
+        build_model("sler_ir_tiny", routing_smoothing=2)

@@ -52,12 +52,15 @@ class DegradationEmbedding:
 class DegradationEncoder(nn.Module):
     def __init__(self, embed_dim: int = 128, width: int = 16, token_dim: int = 64,
                  depth: int = 2, heads: int = 4, train_patch: int = 128, sphere: bool = True,
-                 glgf: bool = True):
+                 glgf: bool = True, smoothing: int = 1, local_margin: float = 0.0):
         super().__init__()
         if train_patch % TOKEN_STRIDE:
             raise ValueError(f"train_patch must be a multiple of {TOKEN_STRIDE}, not {train_patch}")
+        if smoothing < 1 or smoothing % 2 == 0:
+            raise ValueError(f"routing smoothing must be an odd number of regions, not {smoothing}")
         self.window = train_patch // TOKEN_STRIDE
         self.sphere, self.glgf = sphere, glgf
+        self.smoothing, self.local_margin = int(smoothing), float(local_margin)
         self.stem = nn.Sequential(
             nn.Conv2d(6, width, 3, padding=1), nn.GELU(),  # pixel-level cues (noise, streaks)
             nn.Conv2d(width, token_dim, 4, stride=4), nn.GELU(),
@@ -83,8 +86,28 @@ class DegradationEncoder(nn.Module):
         x = head(x)
         return F.normalize(x, dim=-1) if self.sphere else x
 
-    def forward(self, x: torch.Tensor) -> DegradationEmbedding:
-        """``x``: B×3×H×W with H, W multiples of TOKEN_STRIDE."""
+    def _smooth(self, local: torch.Tensor) -> torch.Tensor:
+        """Mean of the local embeddings (B×h×w×d) over ``smoothing``² neighbouring regions."""
+        k = self.smoothing
+        if k == 1:
+            return local
+        grid = local.permute(0, 3, 1, 2)
+        pad = k // 2
+        mode = "replicate" if min(grid.shape[-2:]) <= pad else "reflect"
+        grid = F.avg_pool2d(F.pad(grid, (pad, pad, pad, pad), mode=mode), k, stride=1)
+        grid = grid.permute(0, 2, 3, 1)
+        return F.normalize(grid, dim=-1) if self.sphere else grid
+
+    def confidence(self, local: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        """``c_p`` of every region (B×h×w×1): how clearly its local embedding resembles one
+        prototype more than any other (see the module docstring)."""
+        sims = local @ prototypes.detach().T
+        top2 = sims.topk(2, dim=-1).values
+        return torch.sigmoid((top2[..., :1] - top2[..., 1:] - self.local_margin) / 0.05)
+
+    def forward(self, x: torch.Tensor, prototypes: torch.Tensor | None = None) -> DegradationEmbedding:
+        """``x``: B×3×H×W with H, W multiples of TOKEN_STRIDE; ``prototypes`` (num_tasks×d)
+        are needed with ``local_margin > 0``."""
         t = self.stem(torch.cat([x - 0.5, HIGH_PASS_GAIN * high_pass(x)], 1))
         t = t + self.position(t)
         b, c, h, w = t.shape
@@ -105,12 +128,17 @@ class DegradationEncoder(nn.Module):
         local = out[:, 1:].reshape(b, nh, nw, wh, ww, c).permute(0, 1, 3, 2, 4, 5)
         local = self._project(local.reshape(b, nh * wh, nw * ww, c)[:, :h, :w], self.local_head)
 
+        local = self._smooth(local)
         g_map = g[:, None, None, :].expand_as(local)
         if not self.glgf:
             return DegradationEmbedding(g, local.permute(0, 3, 1, 2),
                                         g_map.permute(0, 3, 1, 2).contiguous(), None)
         agreement = F.cosine_similarity(g_map, local, dim=-1)[..., None]
         alpha = torch.sigmoid(self.gate(torch.cat([g_map, local, agreement], -1)))
+        if self.local_margin > 0:
+            if prototypes is None:
+                raise ValueError("local_margin > 0 needs the task prototypes")
+            alpha = 1.0 - (1.0 - alpha) * self.confidence(local, prototypes)
         routing = alpha * g_map + (1 - alpha) * local
         if self.sphere:
             routing = F.normalize(routing, dim=-1)

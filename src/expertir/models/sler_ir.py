@@ -53,6 +53,7 @@ class SLERIR(RestorationModel):
                  router_scale: float = 10.0, encoder_width: int = 24, encoder_dim: int = 96,
                  encoder_depth: int = 3, encoder_heads: int = 4, train_patch: int = 128,
                  num_tasks: int = 8, sphere: bool = True, glgf: bool = True,
+                 routing_smoothing: int = 1, local_margin: float = 0.0,
                  uniformity: bool = True, prototypes: str = "learned",
                  temperature: float = 0.1, margin: float = 0.2, local_weight: float = 0.5,
                  contrastive_weight: float = 0.1, triplet_weight: float = 0.1,
@@ -68,7 +69,8 @@ class SLERIR(RestorationModel):
         cfg = backbone_config(size, **backbone)
 
         self.encoder = DegradationEncoder(embed_dim, encoder_width, encoder_dim, encoder_depth,
-                                          encoder_heads, train_patch, sphere, glgf)
+                                          encoder_heads, train_patch, sphere, glgf,
+                                          routing_smoothing, local_margin)
         self.prototypes = PrototypeBank(num_tasks, embed_dim, prototypes, sphere)
 
         def make_ffn(site: BlockSite):
@@ -101,7 +103,7 @@ class SLERIR(RestorationModel):
         return {name: ffn.router(routing_embedding)[0] for name, ffn in self.routed.items()}
 
     def restore_padded(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        emb = self.encoder(x)
+        emb = self.encoder(x, self.prototypes() if self.encoder.local_margin > 0 else None)
         if ctx.labels is not None:
             for name, value in self.embedding_losses(emb, ctx.labels.to(x.device).long()).items():
                 ctx.add_loss(name, value)
