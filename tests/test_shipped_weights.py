@@ -21,7 +21,7 @@ def test_shipped_checkpoint_restores_samples_above_input_psnr(path):
     out = restore(model, noisy["input"], device="cpu")
     assert psnr(out, noisy["target"]) > psnr(noisy["input"], noisy["target"])
     gains = [psnr(restore(model, s["input"], device="cpu"), s["target"]) - psnr(s["input"], s["target"])
-             for s in samples.values()]
+             for s in samples.values() if s["task"] != "clean"]
     assert sum(gains) / len(gains) > 0
 
 
