@@ -131,6 +131,7 @@ def test_several_roots_streak_layers_and_real_low_light_pairs(tmp_path):
         streaks[:, 10 + 15 * i::30] = 0.9  # vertical bright lines on black
         save_rgb(shared / "rain-streaks/Layers" / f"{i}.png", streaks)
     (shared / "rain-streaks/Layers/broken.png").write_bytes(b"not a png")
+    (shared / "clean/Empty").mkdir()
     local = tmp_path / "local"
     for i in range(5):
         high = _colour(rng)
@@ -142,6 +143,7 @@ def test_several_roots_streak_layers_and_real_low_light_pairs(tmp_path):
                                val_images=1)
     report = "\n".join(data.report)
     assert "4 real streak layers" in report and "broken.png" in report
+    assert "Empty: empty folder" in report
     assert "5 pairs from" in report and "odd.png: size 44×40 differs from its target" in report
     assert isinstance(data.dataset.sources["lowlight"], PairSource)
     assert len(data.dataset.sources["lowlight"]) == 4  # one pair held out for validation

@@ -184,6 +184,9 @@ def _check_root(root: Path, args) -> int:
                         read += _verify(_files_of(hit), unreadable)
         for folder, files in layouts.clean_folders(root) + layouts.streak_folders(root):
             reported.add(folder)
+            if not files:
+                print(f"  {folder.parent.name:9s} {_rel(folder):40s} empty folder, skipped")
+                continue
             kind = "rain-streak layers" if folder.parent.name == "rain-streaks" else "clean images (for synthesis)"
             print(f"  {folder.parent.name:9s} {_rel(folder):40s} {len(files):5d} {kind}")
             if not args.no_read:

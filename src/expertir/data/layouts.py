@@ -270,21 +270,19 @@ def _image_folders(root: Path, parent: str) -> list[tuple[Path, list[Path]]]:
     folder = resolve(root, parent)
     if folder is None or not folder.is_dir():
         return []
-    out = []
-    for sub in sorted(c for c in folder.iterdir() if c.is_dir()):
-        images = list_images(sub, recursive=False)
-        if images:
-            out.append((sub, images))
-    return out
+    return [(sub, list_images(sub, recursive=False))
+            for sub in sorted(c for c in folder.iterdir() if c.is_dir())]
 
 
 def clean_folders(root: Path) -> list[tuple[Path, list[Path]]]:
-    """Every ``clean/<SET>/`` folder under ``root`` with its images (clean training images)."""
+    """Every ``clean/<SET>/`` folder under ``root`` with its images (clean training images;
+    an empty folder comes with an empty list)."""
     return _image_folders(root, "clean")
 
 
 def streak_folders(root: Path) -> list[tuple[Path, list[Path]]]:
-    """Every ``rain-streaks/<SET>/`` folder under ``root`` with its images (streak layers)."""
+    """Every ``rain-streaks/<SET>/`` folder under ``root`` with its images (streak layers;
+    an empty folder comes with an empty list)."""
     return _image_folders(root, "rain-streaks")
 
 

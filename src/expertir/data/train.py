@@ -327,13 +327,20 @@ def find_training_data(data_root, layout: str = "auto", use_skimage_photos: bool
         clean_sets = [(f.path, f.clean) for f in layouts.locate(root, "denoise", "train", layout)]
         clean_sets += layouts.clean_folders(root)
         for path, files in clean_sets:
+            if not files:
+                found.problems.append(f"{path}: empty folder (no images), skipped")
+                continue
             if path.resolve() in test_dirs:
                 found.refused.append(f"{path} (a test set)")
                 continue
             kind = _kind_of(files)
             (found.clean.gray if kind == "gray" else found.clean.colour).extend(files)
             found.clean.origin.append(f"{len(files)} {kind} from {path}")
-        found.streaks += [path for path, _ in layouts.streak_folders(root)]
+        for path, files in layouts.streak_folders(root):
+            if files:
+                found.streaks.append(path)
+            else:
+                found.problems.append(f"{path}: empty folder (no streak layers), skipped")
         for fam in layouts.FAMILIES:
             if fam == "denoise":
                 continue
