@@ -69,10 +69,11 @@ def test_config_is_plain_json_and_rebuilds_the_model(name):
     config = model.config
     assert json.loads(json.dumps(config)) == config
     assert config["size"] == "tiny" and config["dim"] == 8 and config["num_blocks"] == [1, 1, 1, 1]
-    rebuilt = build_model(resolve(name)[0], **config)
-    assert rebuilt.config == config
-    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == \
-        {k: v.shape for k, v in model.state_dict().items()}
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    for rebuild_as in (name, resolve(name)[0]):  # the preset or its family
+        rebuilt = build_model(rebuild_as, **config)
+        assert rebuilt.config == config
+        assert {k: v.shape for k, v in rebuilt.state_dict().items()} == shapes
 
 
 @pytest.mark.parametrize("name", TINY)
