@@ -202,8 +202,6 @@ def test_routing_weights_cross_fade_between_regions_without_a_seam():
 
 
 def test_routing_smoothing_and_local_margin_keep_uncertain_regions_on_the_global_embedding():
-    from expertir.models import build_model
-
     torch.manual_seed(0)
     x = torch.rand(1, 3, 64, 96)
     plain = build_model("sler_ir_tiny", train_patch=32).eval()
