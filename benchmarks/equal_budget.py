@@ -1,4 +1,4 @@
-"""Equal-budget comparison (issue 6 §6): train Restormer, PromptIR, SLER-IR and CEA with the
+"""Equal-budget comparison: train Restormer, PromptIR, SLER-IR and CEA with the
 same data, steps, seed, batch and backbone size, evaluate each with ``expertir eval``, and
 write one table.
 

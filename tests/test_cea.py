@@ -1,23 +1,28 @@
-"""CEA (design §4): exact start from the backbone, the assembly rule, token-wise updates,
-linear cost and small overhead, and a short CPU training run."""
+"""CEA: exact start from the backbone, the assembly rule, token-wise updates, linear cost
+and small overhead, and a short CPU training run. (Shapes, config and checkpoints:
+``test_models.py``.)"""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from expertir.models import build_model, list_models
+from conftest import seeded_model, smooth_image
+from expertir.data.degradations import gaussian_noise, haze, low_light
+from expertir.models import build_model
 from expertir.models.cea import PLACEMENTS, ContinuousAssemblyBranch
 from expertir.models.hyper_adapter import CrossAttentionHyperAdapter, assemble_tokenwise
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-def _tiny_cea(**cfg):
-    torch.manual_seed(0)
-    return build_model("cea_tiny", **cfg).eval()
+
+def _tiny_cea(**options):
+    return seeded_model("cea_tiny", **options)
 
 
 def _branches(model) -> list[ContinuousAssemblyBranch]:
@@ -30,13 +35,7 @@ def _set_gamma(model, value: float) -> None:
             branch.gamma.fill_(value)
 
 
-def test_registered_presets_and_config_rebuild():
-    assert {"cea", "cea_tiny", "cea_small", "cea_base"} <= set(list_models())
-    model = _tiny_cea(rank=4, grid=4, placement="decoder")
-    rebuilt = build_model("cea", **model.config)
-    assert rebuilt.config == model.config
-    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == \
-        {k: v.shape for k, v in model.state_dict().items()}
+def test_bad_options_are_rejected():
     with pytest.raises(ValueError, match="placement"):
         build_model("cea_tiny", placement="middle")
     with pytest.raises(ValueError, match="rank"):
@@ -95,30 +94,20 @@ def test_fast_assembly_equals_explicit_per_token_computation():
                 assert torch.allclose(delta[n, :, i, j], per_rank @ directions[n], atol=1e-5)
 
 
-def _degrade(clean: torch.Tensor, kind: int, gen: torch.Generator) -> torch.Tensor:
-    """Noise (sigma 25), haze (atmospheric model) or low light (dark gamma curve)."""
-    if kind == 0:
-        return (clean + 25 / 255 * torch.randn(clean.shape, generator=gen)).clamp(0, 1)
-    if kind == 1:
-        t = 0.4 + 0.3 * torch.rand(1, generator=gen)
-        return clean * t + 0.9 * (1 - t)
-    return 0.35 * clean ** 1.5
-
-
-def _smooth_images(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
-    """Random smooth colour images: coarse noise at two scales, upsampled, in [0, 1]."""
-    img = sum(F.interpolate(torch.rand(n, 3, s, s, generator=gen), size=size, mode="bicubic",
-                            align_corners=False) for s in (4, 9)) / 2
-    return img.clamp(0, 1)
+def _pairs(seeds: list[int], kinds: list[int], size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean, degraded) batches: smooth images, each with noise (sigma 25), haze or low
+    light (``kinds`` 0, 1, 2), seeded by ``seeds``."""
+    fns = (lambda img, s: gaussian_noise(img, 25, s), haze, low_light)
+    clean = [smooth_image(size, size, seed=s) for s in seeds]
+    degraded = [fns[k](img, s) for img, s, k in zip(clean, seeds, kinds)]
+    return tuple(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2) for images in (clean, degraded))
 
 
 def test_bases_depend_on_the_image_and_updates_on_the_token():
     model = _tiny_cea()
     _set_gamma(model, 0.1)
-    gen = torch.Generator().manual_seed(3)
-    clean = _smooth_images(1, 32, gen)
-    batch = torch.cat([_degrade(clean, 0, gen), _degrade(clean, 1, gen), _degrade(clean, 1, gen)])
-    batch[2] = batch[1]  # the same image twice: the adapter is per image, not per batch
+    # Noisy, then the same hazy image twice: the adapter is per image, not per batch.
+    _, batch = _pairs([3, 3, 3], [0, 1, 1])
     with torch.no_grad():
         _, aux = model(batch, return_aux=True)
 
@@ -181,24 +170,13 @@ def test_cost_is_linear_in_pixels_and_adapters_are_light():
     assert abs(ratio - 4) <= 0.08
 
 
-@pytest.fixture
-def one_thread():
-    """Small CPU tensors: one thread is faster than two fighting for shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_trains_without_nan_and_loss_goes_down(one_thread):
+def test_trains_without_nan_and_loss_goes_down():
     torch.manual_seed(4)
     model = build_model("cea_tiny").train()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    gen = torch.Generator().manual_seed(5)
     losses = []
-    for _ in range(50):
-        clean = _smooth_images(6, 32, gen)
-        degraded = torch.cat([_degrade(clean[k:k + 1], k % 3, gen) for k in range(6)])
+    for step in range(50):
+        clean, degraded = _pairs([6 * step + k for k in range(6)], [k % 3 for k in range(6)])
         out, aux = model(degraded, return_aux=True)
         loss = F.l1_loss(out, clean) + sum(aux["losses"].values(), torch.zeros(()))
         assert torch.isfinite(loss)

@@ -1,5 +1,6 @@
 """SLER-IR: embeddings on the sphere, per-layer top-k routing, GLGF, losses, presets, and
-the short version of ``benchmarks/sler_ir_embedding.py`` (learns to tell degradations apart)."""
+the short version of ``benchmarks/sler_ir_embedding.py`` (learns to tell degradations apart).
+(Shapes, config and checkpoints: ``test_models.py``.)"""
 
 from __future__ import annotations
 
@@ -7,34 +8,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from expertir.models import build_model, list_models
-from expertir.models.experts import MixtureOfExpertsFFN
-from expertir.models.sler_ir_probe import (
-    DEGRADATIONS, clean_patches, degrade, mutual_information, run_probe,
-)
+from conftest import load_benchmark, seeded_model
+from expertir.models import build_model
+from expertir.models.experts import MixtureOfExpertsFFN, upsample_routing
 from expertir.models.sphere_losses import (
     simplex_prototypes, supervised_infonce, triplet_loss, uniformity_loss,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and steady on a busy two-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
+probe = load_benchmark("sler_ir_embedding")
 
 
 def tiny(**options):
-    torch.manual_seed(0)
-    return build_model("sler_ir_tiny", **options).eval()
+    return seeded_model("sler_ir_tiny", **options)
 
 
-def test_presets_registered_and_base_is_promptir_sized():
-    assert {"sler_ir", "sler_ir_tiny", "sler_ir_small", "sler_ir_base"} <= set(list_models())
-    base = build_model("sler_ir_base")
-    params = sum(p.numel() for p in base.parameters())
+def test_base_is_promptir_sized():
+    with torch.device("meta"):  # shapes only
+        params = sum(p.numel() for p in build_model("sler_ir_base").parameters())
     assert 26e6 <= params <= 36e6
 
 
@@ -57,7 +48,6 @@ def test_embeddings_on_sphere_and_topk_routing_per_region():
         assert ((w > 0).sum(1) == 2).all()
     # Every layer has its own router (own keys), not a shared one.
     keys = [b.ffn.router.keys for b in routed]
-    assert len({id(k) for k in keys}) == len(keys)
     assert not torch.allclose(keys[0], keys[1])
 
 
@@ -68,38 +58,18 @@ def test_exactly_k_experts_per_region(k):
         assert ((w > 0).sum(1) == k).all()
 
 
-@pytest.mark.parametrize("size", [(1, 1), (37, 53), (20, 150)])
-def test_any_image_size(size):
-    model = tiny()
-    x = torch.rand(1, 3, *size)
-    with torch.no_grad():
-        out = model(x)
-    assert out.shape == x.shape and torch.isfinite(out).all()
-
-
-def test_config_rebuilds_same_model():
-    model = tiny(top_k=1, routed_stages=["decoder", "latent"], glgf=False)
-    clone = build_model("sler_ir", **model.config)
-    clone.load_state_dict(model.state_dict())
-    clone.eval()
-    x = torch.rand(1, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(model(x), clone(x))
+def test_routed_stages_choose_the_blocks_with_experts():
+    model = tiny(routed_stages=["decoder", "latent"])
     stages = {b.site.stage for b in model.backbone.blocks() if isinstance(b.ffn, MixtureOfExpertsFFN)}
     assert stages == {"decoder", "latent"}
+    assert set(model.routed) == {b.site.name for b in model.backbone.blocks() if b.site.stage in stages}
 
 
-def test_bad_options_are_rejected():
+@pytest.mark.parametrize("option", [{"routed_stages": ["nowhere"]}, {"prototypes": "random"},
+                                    {"top_k": 5}, {"expert_compute": "lazy"}, {"train_patch": 100}])
+def test_bad_options_are_rejected(option):
     with pytest.raises(ValueError):
-        build_model("sler_ir_tiny", routed_stages=["nowhere"])
-    with pytest.raises(ValueError):
-        build_model("sler_ir_tiny", prototypes="random")
-    with pytest.raises(ValueError):
-        build_model("sler_ir_tiny", top_k=5)
-    with pytest.raises(ValueError):
-        build_model("sler_ir_tiny", expert_compute="lazy")
-    with pytest.raises(ValueError):
-        build_model("sler_ir_tiny", train_patch=100)
+        build_model("sler_ir_tiny", **option)
 
 
 def test_label_losses_only_with_labels_and_weighted_inside():
@@ -186,42 +156,41 @@ def test_sphere_losses_prefer_separated_classes():
 # --- learns to tell degradations apart (5 generated degradations, 32-px patches) ---
 
 @pytest.fixture(scope="module")
-def probe():
-    return run_probe(steps=300, size=32, per_class=6, seed=0)
+def probe_run(one_thread):
+    return probe.run_probe(steps=300, size=32, per_kind=6, seed=0)
 
 
-def test_generated_degradations_differ_from_clean():
-    gen = torch.Generator().manual_seed(0)
-    clean = clean_patches(2, 32, gen)
-    for kind in DEGRADATIONS:
-        out = degrade(clean, kind, gen)
-        assert out.shape == clean.shape and 0 <= out.min() and out.max() <= 1
-        assert (out - clean).abs().mean() > 0.01, kind
+def test_every_probe_image_shows_its_degradation():
+    pool = probe.Pool.generate(16, 32, seed=0)
+    assert pool.images.shape == pool.clean.shape == (len(probe.KINDS), 16, 3, 32, 32)
+    assert 0 <= pool.images.min() and pool.images.max() <= 1
+    change = (pool.images - pool.clean).abs().mean(dim=(2, 3, 4))  # kind × image
+    for kind, per_image in zip(probe.KINDS, change):
+        assert per_image.min() > 0.01, kind
 
 
 def test_mutual_information():
     a = torch.tensor([0, 0, 1, 1])
-    assert mutual_information(a, a) == pytest.approx(1.0)
-    assert mutual_information(a, torch.tensor([0, 1, 0, 1])) == pytest.approx(0.0)
+    assert probe.mutual_information(a, a) == pytest.approx(1.0)
+    assert probe.mutual_information(a, torch.tensor([0, 1, 0, 1])) == pytest.approx(0.0)
 
 
-def test_embedding_separates_degradations(probe):
-    result, curve = probe
+def test_embedding_separates_degradations(probe_run):
+    result, curve = probe_run
     assert curve[-1] < curve[0]
     assert result.accuracy >= 0.95
     # The top-1 expert of every routed layer carries information about the task.
     assert min(result.mutual_information.values()) > 0.5
 
 
-def test_glgf_routes_each_half_of_a_mixed_image_like_the_half_alone(probe):
-    result, _ = probe
+def test_glgf_routes_each_half_of_a_mixed_image_like_the_half_alone(probe_run):
+    result, _ = probe_run
     assert result.halves_differ > 0
-    assert result.halves_match_alone >= 0.8
+    # Without GLGF (every region routed by the global embedding) this is about 0.45.
+    assert result.halves_match_alone >= 0.7
 
 
 def test_routing_weights_cross_fade_between_regions_without_a_seam():
-    from expertir.models.experts import upsample_routing
-
     weights = torch.zeros(1, 2, 2, 2)
     weights[:, 0, :, 0] = 1.0  # left regions: expert 0 only
     weights[:, 1, :, 1] = 1.0  # right regions: expert 1 only
@@ -233,8 +202,6 @@ def test_routing_weights_cross_fade_between_regions_without_a_seam():
 
 
 def test_routing_smoothing_and_local_margin_keep_uncertain_regions_on_the_global_embedding():
-    from expertir.models import build_model
-
     torch.manual_seed(0)
     x = torch.rand(1, 3, 64, 96)
     plain = build_model("sler_ir_tiny", train_patch=32).eval()

@@ -28,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"expertir {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"expertir.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"expertir.cli.{name}":
-                continue  # command not part of this build
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f"expertir.cli.{name}").add_parser(sub)
     return parser
 
 

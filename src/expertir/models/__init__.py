@@ -1,6 +1,7 @@
 """Models: shared blocks (``blocks``), the backbone (``backbone``), one file per model.
 
-Importing this package registers every model; build one with ``build_model(name, **cfg)``.
+Importing this package registers every model; build one with ``build_model(name, **options)``
+(it records the resolved options as ``model.config``).
 """
 
 from expertir.models.registry import build_model, list_models, register_model, resolve

@@ -1,4 +1,5 @@
-"""The shared 4-level Restormer U-Net and the base class of every registered model.
+"""The shared 4-level Restormer U-Net and the base class of every registered model
+(``docs/design.md``, "Backbone").
 
 Layout (Restormer, Fig. 2; PromptIR and MoCE-IR use the same):
 patch embed -> encoder levels 1..3 (downsample between) -> latent (level 4) ->
@@ -13,7 +14,6 @@ features entering a level, or None; PromptIR's prompt blocks live there).
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -38,6 +38,7 @@ class BackboneConfig:
     out_channels: int = 3
 
 
+#: The one size table: every registered model has a ``<family>_<size>`` preset per entry.
 BACKBONE_PRESETS: dict[str, BackboneConfig] = {
     # About PromptIR's size.
     "base": BackboneConfig(dim=48, num_blocks=(4, 6, 6, 8), num_refinement_blocks=4),
@@ -66,8 +67,6 @@ DecoderHookFactory = Callable[[int, int], "nn.Module | None"]
 
 class RestormerBackbone(nn.Module):
     """Restormer U-Net with method hooks. ``forward(x, ctx)`` expects H, W divisible by 8."""
-
-    size_multiple = 8
 
     def __init__(self, cfg: BackboneConfig, make_ffn: FfnFactory | None = None,
                  make_branch: BranchFactory | None = None,
@@ -132,25 +131,25 @@ class RestormerBackbone(nn.Module):
         return out
 
 
-class RestorationModel(nn.Module, ABC):
+class RestorationModel(nn.Module):
     """Base of every registered model: blind image in, restored image out.
 
     ``model(x)`` takes an NCHW batch in [0, 1] of any size (it pads to ``size_multiple``
     and crops back). ``model(x, return_aux=True, labels=task_ids)`` also returns a dict with
     ``losses`` (auxiliary training losses by name) and whatever the method records
-    (embeddings, routing maps, ...). Subclasses implement :meth:`restore_padded`.
+    (embeddings, routing maps, ...). A subclass builds ``self.backbone`` and overrides
+    :meth:`restore_padded` only when it does more than run the backbone.
+    :func:`~expertir.models.registry.build_model` sets ``model.config``, the resolved
+    constructor arguments.
     """
 
+    #: H and W of what reaches the backbone are multiples of this (three 2x downsamplings).
     size_multiple = 8
+    backbone: RestormerBackbone
 
-    def __init__(self, config: dict):
-        super().__init__()
-        #: Resolved constructor arguments; ``build_model(name, **config)`` rebuilds the model.
-        self.config = config
-
-    @abstractmethod
     def restore_padded(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         """Restore a batch whose H and W are multiples of ``size_multiple``."""
+        return self.backbone(x, ctx)
 
     def forward(self, x: torch.Tensor, return_aux: bool = False,
                 labels: torch.Tensor | None = None):

@@ -1,4 +1,4 @@
-"""CEA: Continuous Expert Assembly (arXiv 2605.06127), our design of ``ARCHITECTURE.md`` §4.
+"""CEA: Continuous Expert Assembly (arXiv 2605.06127); our design in ``docs/design.md``, "CEA".
 
 The shared Restormer backbone, with a residual branch after each adapted block
 (``TransformerBlock.branch``). The branch asks a Cross-Attention Hyper-Adapter for this
@@ -7,7 +7,7 @@ image's routing bases A and residual directions B, lets every token assemble its
 ``gamma * dx`` with a per-channel ``gamma`` initialised at zero: an untrained CEA computes
 exactly what its backbone computes.
 
-Config keys (all stored in ``model.config``):
+Options (recorded in ``model.config``):
 
 * ``placement``: which blocks get a branch -- ``"encoder"`` (encoder levels 1-3 and the
   latent), ``"decoder"`` (decoder levels 3-1 and the refinement) or ``"all"``.
@@ -40,11 +40,9 @@ PLACEMENTS: dict[str, frozenset[str]] = {
     "all": frozenset({"encoder", "latent", "decoder", "refinement"}),
 }
 
-SIZES = {"tiny": {"size": "tiny"}, "small": {"size": "small"}, "base": {"size": "base"}}
-
 
 class ContinuousAssemblyBranch(nn.Module):
-    """Residual branch of one adapted block: ``x -> gamma * dx`` (design §4)."""
+    """Residual branch of one adapted block: ``x -> gamma * dx`` (token-wise assembly)."""
 
     def __init__(self, site: BlockSite, rank: int, grid: int, adapter_dim: int):
         super().__init__()
@@ -61,9 +59,9 @@ class ContinuousAssemblyBranch(nn.Module):
         return self.gamma * delta
 
 
-@register_model("cea", presets=SIZES)
+@register_model("cea")
 class CEA(RestorationModel):
-    """Restormer backbone + token-wise continuous assembly branches (design §4)."""
+    """Restormer backbone + token-wise continuous assembly branches."""
 
     def __init__(self, size: str = "base", placement: str = "all", rank: int = 8,
                  grid: int = 8, adapter_dim: int = 32, **backbone):
@@ -72,8 +70,7 @@ class CEA(RestorationModel):
         for key, value in (("rank", rank), ("grid", grid), ("adapter_dim", adapter_dim)):
             if int(value) != value or value < 1:
                 raise ValueError(f"CEA {key} must be a positive integer, got {value!r}")
-        super().__init__({"size": size, "placement": placement, "rank": rank, "grid": grid,
-                          "adapter_dim": adapter_dim, **backbone})
+        super().__init__()
         stages = PLACEMENTS[placement]
 
         def make_branch(site: BlockSite) -> ContinuousAssemblyBranch | None:
@@ -82,6 +79,3 @@ class CEA(RestorationModel):
             return ContinuousAssemblyBranch(site, rank, grid, adapter_dim)
 
         self.backbone = RestormerBackbone(backbone_config(size, **backbone), make_branch=make_branch)
-
-    def restore_padded(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        return self.backbone(x, ctx)

@@ -1,4 +1,5 @@
-"""PromptIR (Potlapalli et al., NeurIPS 2023) on the shared Restormer backbone (ARCHITECTURE §5).
+"""PromptIR (Potlapalli et al., NeurIPS 2023) on the shared Restormer backbone
+(``docs/design.md``, "Baselines").
 
 PromptIR adds two kinds of block to the Restormer decoder (paper Sec. 3, Fig. 2):
 
@@ -21,8 +22,9 @@ three blocks, ``N = 5`` components. Here the prompt width of a level is two thir
 feature width rounded up to a multiple of 8 (64/64/128 on ``base``) and the spatial size
 scales with the preset, so the prompt parameters stay a modest share of the model.
 
-Config keys: ``prompt_len`` (N), ``prompt_sizes`` (S for levels 1, 2, 3), ``prompt_dims``
-(C_p for levels 1, 2, 3; derived from the backbone when ``None``) and any
+Options: ``prompt_len`` (N), ``prompt_sizes`` (S for levels 1, 2, 3; from the size preset
+when ``None``), ``prompt_dims`` (C_p for levels 1, 2, 3; derived from the backbone when
+``None``) and any
 :class:`~expertir.models.backbone.BackboneConfig` field on top of ``size``. With
 ``model(x, return_aux=True)`` the aux dict holds ``aux["prompt_weights"][level]``, the
 softmax weights (b, N) of each prompt block, detached.
@@ -40,8 +42,6 @@ from expertir.models.registry import register_model
 
 #: Prompt spatial sizes S for decoder levels (1, 2, 3), per preset.
 PROMPT_SIZES = {"tiny": (16, 8, 4), "small": (32, 16, 8), "base": (64, 32, 16)}
-
-SIZES = {name: {"size": name} for name in ("tiny", "small", "base")}
 
 
 def default_prompt_dim(feature_dim: int) -> int:
@@ -87,26 +87,22 @@ class PromptBlock(nn.Module):
         return self.reduce(self.interact(torch.cat([x, prompt], dim=1), ctx))
 
 
-@register_model("promptir", presets=SIZES)
+@register_model("promptir")
 class PromptIR(RestorationModel):
     def __init__(self, size: str = "base", prompt_len: int = 5,
                  prompt_sizes: tuple[int, int, int] | list[int] | None = None,
                  prompt_dims: tuple[int, int, int] | list[int] | None = None, **backbone):
         cfg = backbone_config(size, **backbone)
-        sizes = tuple(prompt_sizes or PROMPT_SIZES.get(size, PROMPT_SIZES["base"]))
+        sizes = tuple(prompt_sizes or PROMPT_SIZES[size])
         # Feature widths entering decoder levels 1, 2, 3 (see RestormerBackbone).
         widths = (cfg.dim * 2, cfg.dim * 2, cfg.dim * 4)
         dims = tuple(prompt_dims or (default_prompt_dim(c) for c in widths))
         if len(sizes) != 3 or len(dims) != 3:
             raise ValueError("prompt_sizes and prompt_dims need one value per decoder level (1, 2, 3)")
-        super().__init__({"size": size, "prompt_len": prompt_len, "prompt_sizes": list(sizes),
-                          "prompt_dims": list(dims), **backbone})
+        super().__init__()
 
         def make_prompt_block(level: int, dim: int) -> PromptBlock:
             return PromptBlock(level, dim, cfg.heads[level - 1], dims[level - 1], prompt_len,
                                sizes[level - 1], cfg.ffn_expansion_factor, cfg.bias)
 
         self.backbone = RestormerBackbone(cfg, make_decoder_hook=make_prompt_block)
-
-    def restore_padded(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        return self.backbone(x, ctx)

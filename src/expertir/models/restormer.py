@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import torch
-
 from expertir.models.backbone import RestorationModel, RestormerBackbone, backbone_config
-from expertir.models.blocks import ForwardContext
 from expertir.models.registry import register_model
 
-SIZES = {"tiny": {"size": "tiny"}, "small": {"size": "small"}, "base": {"size": "base"}}
 
-
-@register_model("restormer", presets=SIZES)
+@register_model("restormer")
 class Restormer(RestorationModel):
     def __init__(self, size: str = "base", **backbone):
-        super().__init__({"size": size, **backbone})
+        super().__init__()
         self.backbone = RestormerBackbone(backbone_config(size, **backbone))
-
-    def restore_padded(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        return self.backbone(x, ctx)

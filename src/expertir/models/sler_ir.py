@@ -1,5 +1,5 @@
-"""SLER-IR: Spherical Layer-wise Expert Routing (arXiv 2603.05940); our design in §3 of
-ARCHITECTURE.md.
+"""SLER-IR: Spherical Layer-wise Expert Routing (arXiv 2603.05940); our design in
+``docs/design.md``, "SLER-IR".
 
 ``restore_padded`` runs three steps:
 
@@ -33,17 +33,15 @@ from expertir.models.sphere_losses import (
 
 STAGES = ("encoder", "latent", "decoder", "refinement")
 
-PRESETS = {
-    "tiny": {"size": "tiny", "encoder_width": 16, "encoder_dim": 48, "encoder_depth": 2,
-             "expert_expansion": 1.33},
-    "small": {"size": "small", "encoder_width": 16, "encoder_dim": 64, "encoder_depth": 2,
-              "expert_expansion": 1.33},
-    "base": {"size": "base", "encoder_width": 24, "encoder_dim": 96, "encoder_depth": 3,
-             "expert_expansion": 1.0},
+#: Per backbone size: the degradation encoder's width and the experts' FFN expansion.
+PRESET_OPTIONS = {
+    "tiny": {"encoder_width": 16, "encoder_dim": 48, "encoder_depth": 2, "expert_expansion": 1.33},
+    "small": {"encoder_width": 16, "encoder_dim": 64, "encoder_depth": 2, "expert_expansion": 1.33},
+    "base": {"encoder_width": 24, "encoder_dim": 96, "encoder_depth": 3, "expert_expansion": 1.0},
 }
 
 
-@register_model("sler_ir", presets=PRESETS)
+@register_model("sler_ir", preset_options=PRESET_OPTIONS)
 class SLERIR(RestorationModel):
     size_multiple = TOKEN_STRIDE  # one routing region per 16×16 pixels
 
@@ -58,15 +56,17 @@ class SLERIR(RestorationModel):
                  temperature: float = 0.1, margin: float = 0.2, local_weight: float = 0.5,
                  contrastive_weight: float = 0.1, triplet_weight: float = 0.1,
                  uniformity_weight: float = 0.01, balance_weight: float = 0.01, **backbone):
-        routed_stages = list(routed_stages)
         unknown = set(routed_stages) - set(STAGES)
         if unknown:
             raise ValueError(f"unknown routed_stages {sorted(unknown)}; choose from {STAGES}")
-        options = dict(locals())
-        for name in ("self", "backbone", "__class__", "unknown"):
-            options.pop(name, None)
-        super().__init__({**options, **backbone})
+        super().__init__()
         cfg = backbone_config(size, **backbone)
+        self.temperature, self.margin, self.local_weight = temperature, margin, local_weight
+        #: Weight of each auxiliary loss; uniformity only acts on learned prototypes.
+        self.loss_weights = {"contrastive": contrastive_weight, "triplet": triplet_weight,
+                             "balance": balance_weight}
+        if uniformity and prototypes == "learned":
+            self.loss_weights["uniformity"] = uniformity_weight
 
         self.encoder = DegradationEncoder(embed_dim, encoder_width, encoder_dim, encoder_depth,
                                           encoder_heads, train_patch, sphere, glgf,
@@ -85,17 +85,16 @@ class SLERIR(RestorationModel):
 
     def embedding_losses(self, emb: DegradationEmbedding, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Weighted contrastive / triplet / uniformity losses of g and of every l_p."""
-        c = self.config
         protos = self.prototypes()
         local = emb.local.permute(0, 2, 3, 1).reshape(-1, emb.local.shape[1])
         local_labels = labels.repeat_interleave(emb.local.shape[2] * emb.local.shape[3])
         losses = {}
-        for name, fn, arg, weight in (("contrastive", supervised_infonce, c["temperature"], c["contrastive_weight"]),
-                                      ("triplet", triplet_loss, c["margin"], c["triplet_weight"])):
-            value = fn(emb.global_, labels, protos, arg) + c["local_weight"] * fn(local, local_labels, protos, arg)
-            losses[name] = weight * value
-        if c["uniformity"] and c["prototypes"] == "learned":
-            losses["uniformity"] = c["uniformity_weight"] * uniformity_loss(protos)
+        for name, fn, arg in (("contrastive", supervised_infonce, self.temperature),
+                              ("triplet", triplet_loss, self.margin)):
+            value = fn(emb.global_, labels, protos, arg) + self.local_weight * fn(local, local_labels, protos, arg)
+            losses[name] = self.loss_weights[name] * value
+        if "uniformity" in self.loss_weights:
+            losses["uniformity"] = self.loss_weights["uniformity"] * uniformity_loss(protos)
         return losses
 
     def routing_maps(self, routing_embedding: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -114,5 +113,5 @@ class SLERIR(RestorationModel):
         ctx.cond["routing_embedding"] = emb.routing
         out = self.backbone(x, ctx)
         if "balance" in ctx.losses:  # summed over routed blocks: use their mean
-            ctx.losses["balance"] = self.config["balance_weight"] * ctx.losses["balance"] / len(self.routed)
+            ctx.losses["balance"] = self.loss_weights["balance"] * ctx.losses["balance"] / len(self.routed)
         return out
