@@ -1,4 +1,4 @@
-"""Training engine (issue 6): LR schedule, configs, sampler, DDP equivalence, exact resume."""
+"""Training engine: LR schedule, configs, sampler, DDP equivalence, exact resume."""
 
 import csv
 import math

@@ -1,4 +1,4 @@
-"""``expertir train``: train a model from a YAML config (issue 6).
+"""``expertir train``: train a model from a YAML config.
 
 One process on CPU or one GPU; several GPUs or nodes through ``torchrun``, e.g.
 ``torchrun --nproc_per_node=4 -m expertir.cli.main train --config configs/aio3/sler_ir_base.yaml``.

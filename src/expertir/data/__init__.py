@@ -1,4 +1,4 @@
-"""Data: degradation synthesis, benchmark readers and the training dataset (issue 3).
+"""Data: degradation synthesis, benchmark readers and the training dataset.
 
 - :mod:`.tasks` — task ids (label order) and the three-/five-task benchmark definitions;
 - :mod:`.degradations` — noise, rain, haze, motion blur, low light, compositions and

@@ -1,5 +1,5 @@
 """Test benchmarks: the three-task and five-task settings, mixed sets and any folder
-(ARCHITECTURE §6–7).
+(docs/design.md, "Protocol").
 
 :func:`load_benchmark` turns a *spec* into a :class:`Benchmark`, a list of
 :class:`TaskSet` (one per task) plus :attr:`Benchmark.missing`, one line per part that

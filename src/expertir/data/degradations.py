@@ -1,4 +1,4 @@
-"""Degradation synthesis (issue 3, ARCHITECTURE §6–7).
+"""Degradation synthesis (docs/design.md, "Training data").
 
 Every function here is a pure function of (clean image, parameters, seed): the input is a
 float32 H×W×3 array in [0, 1], the output a new float32 array in [0, 1] of the same shape;

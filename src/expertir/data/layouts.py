@@ -1,4 +1,4 @@
-"""Where the benchmark files live: folder layouts and name pairing (ARCHITECTURE §7).
+"""Where the benchmark files live: folder layouts and name pairing (docs/data.md).
 
 Four layouts are understood, for test and training sets:
 

@@ -1,4 +1,4 @@
-"""Writers of synthetic paired test sets, and the degradation contact sheet (issue 3).
+"""Writers of synthetic paired test sets, and the degradation contact sheet.
 
 :func:`make_mixed` degrades every clean image of a folder with each mixed recipe of
 :data:`MIXED_RECIPES` — compositional chains (CDD-11-like: haze+rain, low light+noise, …)

@@ -1,4 +1,4 @@
-"""Task ids and benchmark definitions (ARCHITECTURE §6).
+"""Task ids and benchmark definitions (docs/design.md, "Protocol").
 
 A *task id* names one degradation the all-in-one benchmarks measure. Its position in
 :data:`TASK_IDS` is the integer label carried by training batches (used only by the

@@ -1,4 +1,4 @@
-"""Classical baselines, the floor every learned model must beat (ARCHITECTURE §5).
+"""Classical baselines, the floor every learned model must beat (docs/design.md, "Baselines").
 
 Each method restores one :class:`~expertir.data.benchmarks.Sample` of a task set and says
 which task sets it applies to:

@@ -1,5 +1,5 @@
-"""Degradation encoder and Global-Local Granularity Fusion (SLER-IR, design §3 of
-ARCHITECTURE.md).
+"""Degradation encoder and Global-Local Granularity Fusion (docs/design.md,
+"SLER-IR").
 
 * **Encoder**: a small conv stem turns the image into a grid of tokens, one per 16×16
   region; a few transformer layers with a CLS token read them. The CLS output gives the

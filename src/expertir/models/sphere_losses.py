@@ -1,4 +1,4 @@
-"""Spherical uniform degradation embedding losses (SLER-IR, design §3 of ARCHITECTURE.md).
+"""Spherical uniform degradation embedding losses (docs/design.md, "SLER-IR").
 
 Embeddings of degraded images live on the unit hypersphere S^{d-1}. Three training terms
 shape them, all computed against a pool made of the batch embeddings *and* one prototype

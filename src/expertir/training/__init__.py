@@ -1,4 +1,4 @@
-"""Training engine (issue 6): configs (:mod:`.config`), LR schedule (:mod:`.schedule`),
+"""Training engine: configs (:mod:`.config`), LR schedule (:mod:`.schedule`),
 EMA (:mod:`.ema`), torchrun/DDP setup (:mod:`.distributed`), step-indexed data
 (:mod:`.data`), resumable state (:mod:`.state`), logs (:mod:`.logs`) and the loop
 (:mod:`.trainer`). Entry point: ``expertir train --config FILE [key=value ...]``.

@@ -1,4 +1,4 @@
-"""Training configs: YAML files with defaults, inheritance and dotted overrides (issue 6 §1).
+"""Training configs: YAML files with defaults, inheritance and dotted overrides.
 
 A config is a nested dict. :data:`DEFAULTS` lists every key the trainer reads; a YAML file
 changes some of them, may start from another file with ``inherit: other.yaml`` (a path

@@ -1,4 +1,4 @@
-"""Process-group setup for one process or ``torchrun`` (issue 6 §2).
+"""Process-group setup for one process or ``torchrun``.
 
 Under ``torchrun`` (single node: ``--nproc_per_node=N``; several nodes: ``--nnodes``,
 ``--node_rank``, ``--rdzv_endpoint``) the environment carries ``RANK``, ``WORLD_SIZE`` and

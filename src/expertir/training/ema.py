@@ -1,4 +1,4 @@
-"""Exponential moving average of the weights (issue 6 §2), as in Restormer/BasicSR's
+"""Exponential moving average of the weights, as in Restormer/BasicSR's
 ``model_ema``: after every optimizer step ``ema = decay * ema + (1 - decay) * weights``;
 buffers are copied. Validation and the exported checkpoint use the EMA weights.
 """

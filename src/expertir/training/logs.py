@@ -1,4 +1,4 @@
-"""Run logs (issue 6 §5): CSV files, TensorBoard scalars, a PNG grid of validation
+"""Run logs: CSV files, TensorBoard scalars, a PNG grid of validation
 restorations and a PNG of the training curves.
 
 ``train.csv`` has one row per logged step (step, lr, loss, every loss term, images/s);

@@ -1,5 +1,5 @@
 """Learning-rate schedule: per-iteration linear warm-up, then cosine decay that reaches its
-minimum exactly at the last step (ARCHITECTURE §6; issue 6 §2).
+minimum exactly at the last step (docs/design.md, "Protocol").
 
 PromptIR's cosine ended at epoch 150 while training stopped at 120, so its final LR was
 never the minimum; here the schedule is defined on the optimizer steps actually taken.

@@ -1,4 +1,4 @@
-"""Training-state checkpoints for exact resume (issue 6 §4).
+"""Training-state checkpoints for exact resume.
 
 ``last.pt`` holds everything the next step depends on: model, EMA, optimizer, LR
 scheduler, gradient scaler, the number of finished steps (the data position: see
