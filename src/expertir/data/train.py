@@ -156,7 +156,7 @@ class TrainDataset(Dataset):
             if len(src) == 0:
                 raise ExpertirError(f"training source for {task} is empty")
         ratios = dict(ratios) if ratios else {t: 1.0 for t in self.sources}
-        unknown = set(ratios) - set(self.sources)
+        unknown = {t for t, r in ratios.items() if r > 0} - set(self.sources)
         if unknown:
             raise ExpertirError(f"ratios given for tasks without a source: {sorted(unknown)}")
         if any(r < 0 for r in ratios.values()) or sum(ratios.values()) <= 0:
