@@ -21,7 +21,7 @@ read is reported in one line and the others are still explained; the exit code i
 failed. With --sphere, every test image of a benchmark is embedded instead: OUTDIR gets
 sphere.png, confusion.png, sphere.md and sphere.json (SLER-IR only: it needs prototypes).
 CEA has no prototypes; its estimate is a linear probe fitted once per set of weights on
-synthetic patches and cached under $XDG_CACHE_HOME/expertir (about 15 s the first time)."""
+synthetic patches and cached under $XDG_CACHE_HOME/expertir (some seconds, once)."""
 
 
 def add_parser(sub) -> None:

@@ -213,7 +213,9 @@ def explanation_figure(ex: Explanation, path: str | Path) -> None:
     panels = {"sler_ir": len(ex.experts), "cea": len(ex.components)}.get(ex.kind, 0)
     middle = -(-panels // 4)
     rows = 1 + middle + (ex.kind == "sler_ir")
-    height = 4.3 * rows + 1.6
+    h, w = ex.input.shape[:2]
+    row = min(max(3.3 * h / w + 1.2, 3.2), 5.6)  # inches: a panel is about 3.3 inches wide
+    height = row * rows + 1.6
     fig = _new_figure(18, height)
     grid = fig.add_gridspec(rows, 4, hspace=0.45, wspace=0.45, left=0.03, right=0.95,
                             top=1 - 0.95 / height, bottom=(1.05 if ex.kind == "sler_ir" else 0.45) / height)

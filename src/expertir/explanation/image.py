@@ -178,8 +178,9 @@ def _as_image(image) -> tuple[np.ndarray, str]:
     return arr, "image"
 
 
-def _recorded(model: nn.Module, image: np.ndarray, max_pixels: int, device) -> tuple[dict, float, tuple]:
-    """``aux`` of one forward pass on a copy of at most ``max_pixels`` pixels, on the CPU."""
+def bounded_copy(image: np.ndarray, max_pixels: int) -> tuple[torch.Tensor, float]:
+    """(1 x 3 x h x w tensor of ``image`` with at most ``max_pixels`` pixels, scale factor).
+    Larger images are scaled down with antialiased bilinear interpolation."""
     h, w = image.shape[:2]
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
     scale = min(1.0, math.sqrt(max_pixels / (h * w)))
@@ -187,6 +188,12 @@ def _recorded(model: nn.Module, image: np.ndarray, max_pixels: int, device) -> t
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
         x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
         scale = size[0] / h
+    return x, scale
+
+
+def _recorded(model: nn.Module, image: np.ndarray, max_pixels: int, device) -> tuple[dict, float, tuple]:
+    """``aux`` of one forward pass on a copy of at most ``max_pixels`` pixels, on the CPU."""
+    x, scale = bounded_copy(image, max_pixels)
     _, aux = model(x.to(device), return_aux=True)
     return _to_cpu(aux), scale, tuple(x.shape[-2:])
 

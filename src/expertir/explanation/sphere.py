@@ -23,7 +23,6 @@ depend on. Images above ``max_pixels`` are scaled down first, as in :func:`~.ima
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 
 from expertir.data.layouts import family
 from expertir.errors import ExpertirError
-from expertir.explanation.image import DEFAULT_MAX_AUX_PIXELS, prototype_tasks
+from expertir.explanation.image import DEFAULT_MAX_AUX_PIXELS, bounded_copy, prototype_tasks
 from expertir.models.blocks import pad_to_multiple
 from expertir.models.sphere_losses import half_squared_distance, uniformity_loss
 
@@ -46,13 +45,7 @@ def has_prototypes(model: nn.Module) -> bool:
 def embed(model: nn.Module, image: np.ndarray, max_pixels: int = DEFAULT_MAX_AUX_PIXELS,
           device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """(g: d, l: d x h x w) of one H x W x 3 image, unit vectors, on the CPU."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    h, w = x.shape[-2:]
-    scale = min(1.0, math.sqrt(max_pixels / (h * w)))
-    if scale < 1.0:
-        size = (max(1, round(h * scale)), max(1, round(w * scale)))
-        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-    x = x.to(device)
+    x = bounded_copy(image, max_pixels)[0].to(device)
     encoder = getattr(model, "encoder", None)
     if encoder is not None:
         emb = encoder(pad_to_multiple(x, int(getattr(model, "size_multiple", 16))))
@@ -138,8 +131,10 @@ class SphereReport:
                          f"{100 * r['family_accuracy']:.1f} % | {100 * r['region_accuracy']:.1f} % | "
                          f"{r['alignment']:.3f} |")
         lines.append("")
-        lines.append(f"Uniformity ↓ (all {len(self.labels)} global embeddings): {self.uniformity():.3f} "
-                     "(log-mean of exp(−2‖u−v‖²); about −4 for points spread evenly on a high-dimensional sphere).")
+        lines.append(f"Uniformity ↓ of all {len(self.labels)} global embeddings: {self.uniformity():.3f} "
+                     "(log of the mean of exp(−2‖u−v‖²) over pairs; about −4 for points spread evenly "
+                     "over a high-dimensional sphere, higher when they cluster by task). Alignment: mean "
+                     "‖u−v‖² over pairs of images of the same task.")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
