@@ -13,7 +13,7 @@ from expertir.data.benchmarks import load_benchmark
 from expertir.data.tasks import TASK_IDS
 from expertir.explanation import embed_benchmark, explain, probe, write_json
 from expertir.explanation.figures import confusion_figure, explanation_figure, sphere_figure
-from expertir.explanation.sphere import embed, load_benchmarks, sphere_coordinates
+from expertir.explanation.sphere import embed, load_test_sets, sphere_coordinates
 from expertir.weights import load_pretrained
 
 from conftest import smooth_image
@@ -50,7 +50,8 @@ def test_sler_ir_estimate_maps_and_json(sler, tmp_path):
     ex = explain(img, sler, device="cpu", name="smooth")
     assert ex.kind == "sler_ir" and ex.output.shape == img.shape and ex.change.shape == (24, 40)
     est = ex.estimate
-    assert est.tasks == TASK_IDS and est.scores.shape == est.probabilities.shape == (7,)
+    n = len(TASK_IDS)
+    assert est.tasks == TASK_IDS and est.scores.shape == est.probabilities.shape == (n,)
     assert np.isclose(est.probabilities.sum(), 1, atol=1e-5) and np.all(np.abs(est.scores) <= 1 + 1e-5)
     assert est.top == TASK_IDS[int(np.argmax(est.scores))] and est.margin >= 0
     grid = (2, 3)  # 24×40 pixels padded to 32×48: 16-px regions
@@ -97,7 +98,7 @@ def test_cea_probe_estimate_affinity_maps_and_cache(small_probe, tmp_path, monke
     ex = explain(img, cea, device="cpu")
     assert ex.kind == "cea" and ex.estimate.method == "probe"
     assert np.isclose(ex.estimate.probabilities.sum(), 1, atol=1e-5)
-    assert ex.estimate.scores.shape == (7,) and "held-out accuracy" in ex.estimate.note
+    assert ex.estimate.scores.shape == (len(TASK_IDS),) and "held-out accuracy" in ex.estimate.note
     assert [c.layer for c in ex.components] == ["encoder1.0"] * 4 + ["refinement1.0"] * 4
     strengths = [c.strength for c in ex.components[:4]]
     assert strengths == sorted(strengths, reverse=True)
@@ -189,19 +190,19 @@ def test_sphere_report_figures_and_cli(sler, clean_dir, tmp_path, capsys):
     assert report.tasks == ["denoise_15", "denoise_50"] and report.embeddings.shape == (6, 128)
     rows = report.rows()
     assert [r["images"] for r in rows] == [3, 3, 6]
-    assert report.confusion().shape == (2, 7) and report.confusion().sum() == 6
+    assert report.confusion().shape == (2, len(TASK_IDS)) and report.confusion().sum() == 6
     truth = np.array([TASK_IDS.index(t) for t in report.tasks])[report.labels]
     assert rows[-1]["accuracy"] == pytest.approx(np.mean(report.predicted == truth))
     assert 0 <= rows[-1]["alignment"] <= 4 and -4 <= report.uniformity() <= 0
     points, protos, share = sphere_coordinates(report.embeddings, report.labels, report.prototypes)
-    assert points.shape == (6, 3) and protos.shape == (7, 3) and 0 < share <= 1 + 1e-9
+    assert points.shape == (6, 3) and protos.shape == (len(TASK_IDS), 3) and 0 < share <= 1 + 1e-9
     assert np.allclose(np.linalg.norm(points, axis=1), 1) and np.allclose(np.linalg.norm(protos, axis=1), 1)
     sphere_figure(report, tmp_path / "s.png")
     confusion_figure(report, tmp_path / "c.png")
     assert (tmp_path / "s.png").stat().st_size > 20_000 and (tmp_path / "c.png").stat().st_size > 10_000
 
     out = tmp_path / "sphere"
-    code = main(["explain", "--sphere", "--benchmark", f"denoise:{clean_dir}@25,denoise:{clean_dir}@25",
+    code = main(["explain", "--sphere", "--benchmark", f"denoise:{clean_dir}@25", f"denoise:{clean_dir}@25",
                  "--data-root", str(tmp_path), "-o", str(out), "--model", "sler_ir_tiny", "--untrained",
                  "--device", "cpu"])
     assert code == 0
@@ -216,4 +217,4 @@ def test_sphere_needs_prototypes(clean_dir, tmp_path, capsys):
                  str(tmp_path), "-o", str(tmp_path / "s"), "--model", "cea_tiny", "--untrained"])
     assert code == 2 and "needs SLER-IR" in capsys.readouterr().err
     with pytest.raises(expertir.ExpertirError, match="aio5"):
-        load_benchmarks(" , ", tmp_path)
+        load_test_sets([" "], tmp_path)

@@ -12,7 +12,7 @@ EPILOG = """examples:
   expertir explain photo.jpg -o explained/
   expertir explain shots/ more/img.png -o explained/ --model cea
   expertir explain noisy.png -o out/ --layers encoder2.0 latent4.1
-  expertir explain --sphere --benchmark aio5 --data-root data/ -o sphere/
+  expertir explain --sphere --benchmark aio3 aio5 --data-root data/ -o sphere/
 
 Per image, OUTDIR gets NAME.png (input, restored, where it changed, the blind degradation
 estimate, and SLER-IR's expert routing or CEA's affinity maps) and NAME.json (the same
@@ -47,9 +47,9 @@ def add_parser(sub) -> None:
     p.add_argument("--aux-pixels", type=int, default=DEFAULT_MAX_AUX_PIXELS, metavar="N",
                    help=f"compute maps and estimate on a copy of at most N pixels (default {DEFAULT_MAX_AUX_PIXELS})")
     p.add_argument("--sphere", action="store_true", help="embed a benchmark's test images (see below)")
-    p.add_argument("--benchmark", default="aio5", metavar="SPEC",
-                   help="with --sphere: aio3, aio5, a task id, paired:DIR, ..., or several joined "
-                        "by commas, e.g. aio3,aio5 (default aio5)")
+    p.add_argument("--benchmark", default=["aio5"], nargs="+", metavar="SPEC",
+                   help="with --sphere: aio3, aio5, a task id, paired:DIR, ... (see 'expertir eval "
+                        "--help'); several make one set, each task once (default aio5)")
     p.add_argument("--data-root", default=".", metavar="ROOT", help="with --sphere: where benchmarks live")
     p.add_argument("--layout", default="auto", help="with --sphere: auto, promptir, moce or bytask")
     p.add_argument("--device", metavar="D", help="cpu, cuda, cuda:N or mps (default: best available)")
@@ -153,10 +153,10 @@ def run_sphere(args, loaded, device) -> int:
 
     from expertir.atomic import atomic_path
     from expertir.explanation import embed_benchmark
-    from expertir.explanation.sphere import load_benchmarks
+    from expertir.explanation.sphere import load_test_sets
     from expertir.explanation.figures import confusion_figure, sphere_figure
 
-    bench = load_benchmarks(args.benchmark, args.data_root, args.layout)
+    bench = load_test_sets(args.benchmark, args.data_root, args.layout)
     if bench.tasks:
         for line in bench.missing:
             print(f"note: skipped {line}")
@@ -165,7 +165,7 @@ def run_sphere(args, loaded, device) -> int:
     sphere_figure(report, out / "sphere.png")
     confusion_figure(report, out / "confusion.png")
     table = report.to_markdown()
-    header = (f"Blind degradation classification of {loaded.source} on {args.benchmark} "
+    header = (f"Blind degradation classification of {loaded.source} on {bench.spec} "
               f"(nearest prototype of the global embedding; region accuracy: share of 16×16 "
               f"regions whose local embedding is nearest to the true prototype).\n\n")
     with atomic_path(out / "sphere.md") as tmp:

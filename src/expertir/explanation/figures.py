@@ -22,6 +22,7 @@ from expertir.explanation.image import Explanation
 TASK_COLOURS = {
     "denoise_15": "#9ecae1", "denoise_25": "#4292c6", "denoise_50": "#08306b",
     "derain": "#2ca02c", "dehaze": "#ff7f0e", "deblur": "#9467bd", "lowlight": "#8c564b",
+    "clean": "#7f7f7f",
 }
 EXPERT_COLOURS = ["#e41a1c", "#377eb8", "#4daf4a", "#ffd92f", "#984ea3", "#ff7f00", "#a65628", "#f781bf"]
 #: Longest side of an image drawn into a figure (larger ones are shown scaled down).

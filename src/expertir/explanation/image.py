@@ -247,7 +247,7 @@ def _explain_sler(model, aux: dict, ex: Explanation, layers: list[str] | None) -
     protos = F.normalize(model.prototypes().detach().float().cpu(), dim=1)
     tasks = prototype_tasks(len(protos))
     cos = (F.normalize(aux["embedding_global"][0], dim=0) @ protos.T).numpy()
-    temperature = float(getattr(model, "config", {}).get("temperature", 0.1))
+    temperature = float(getattr(model, "config", {}).get("temperature", getattr(model, "temperature", 0.1)))
     ex.estimate = DegradationEstimate(
         "prototypes", tasks, cos, torch.tensor(cos / temperature).softmax(0).numpy(),
         "cosine of g to the prototype", f"probabilities: softmax(cos / {temperature:g}), "
