@@ -15,6 +15,18 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _memory_cache(tmp_path_factory):
+    """Measured memory per model goes to a fresh cache folder, not the user's."""
+    old = os.environ.get("EXPERTIR_CACHE_DIR")
+    os.environ["EXPERTIR_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("EXPERTIR_CACHE_DIR", None)
+    else:
+        os.environ["EXPERTIR_CACHE_DIR"] = old
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -128,3 +128,112 @@ def test_help_texts(capsys):
             main(argv)
         assert exc.value.code == 0
     assert "tile" in capsys.readouterr().out
+
+
+def _photo(path, size=(40, 24), orientation=6, subsampling=0):
+    """A JPEG with an sRGB ICC profile and EXIF (camera make, date in the Exif IFD, and an
+    orientation tag); the left quarter of the stored pixels is red."""
+    from PIL import ImageCms
+
+    pixels = _u8(smooth_image(size[1], size[0]) * 0.5)
+    pixels[:, : size[0] // 4] = (255, 0, 0)
+    im = Image.fromarray(pixels)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "ExpertCam"
+    exif.get_ifd(0x8769)[0x9003] = "2026:11:23 10:00:00"
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    im.save(path, exif=exif, icc_profile=icc, subsampling=subsampling, quality=90)
+    return icc
+
+
+def test_photo_keeps_icc_exif_and_is_rotated_once(tmp_path, capsys):
+    from PIL import ImageOps, JpegImagePlugin
+
+    icc = _photo(tmp_path / "photo.jpg")
+    loaded = read_image(tmp_path / "photo.jpg")
+    assert loaded.rgb.shape == (40, 24, 3)  # orientation 6 applied on reading
+    assert loaded.rgb[0, :, 0].mean() > 0.9 and loaded.rgb[-1, :, 0].mean() < 0.7  # red now on top
+    assert main(["restore", str(tmp_path / "photo.jpg"), "-o", str(tmp_path / "out"),
+                 "--model", "restormer_tiny", "--untrained", "--device", "cpu"]) == 0
+    with Image.open(tmp_path / "out" / "photo.jpg") as out:
+        assert out.size == (24, 40)  # stored upright ...
+        exif = out.getexif()
+        assert exif.get(0x0112, 1) == 1  # ... with no orientation left to apply again
+        assert ImageOps.exif_transpose(out).size == (24, 40)
+        assert exif[0x010F] == "ExpertCam" and exif.get_ifd(0x8769)[0x9003] == "2026:11:23 10:00:00"
+        assert out.info["icc_profile"] == icc
+        assert JpegImagePlugin.get_sampling(out) == 0  # the input's 4:4:4
+        reference = tmp_path / "q95.jpg"
+        Image.new("RGB", (8, 8)).save(reference, quality=95, subsampling=0)
+        with Image.open(reference) as ref:
+            assert out.quantization == ref.quantization  # quality 95
+    assert "whole image" in capsys.readouterr().out
+
+
+def test_jpeg_subsampling_follows_the_input(tmp_path):
+    from PIL import JpegImagePlugin
+
+    _photo(tmp_path / "sub.jpg", orientation=1, subsampling=1)
+    loaded = read_image(tmp_path / "sub.jpg")
+    assert loaded.jpeg_subsampling == 1 and loaded.rgb.shape == (24, 40, 3)
+    write_image(tmp_path / "o.jpg", loaded.rgb, like=loaded)
+    with Image.open(tmp_path / "o.jpg") as out:
+        assert JpegImagePlugin.get_sampling(out) == 1 and out.getexif()[0x010F] == "ExpertCam"
+
+
+def test_sixteen_bit_png_and_png_keep_icc_and_exif(tmp_path):
+    import cv2
+
+    icc = _photo(tmp_path / "p.jpg", orientation=1)
+    loaded = read_image(tmp_path / "p.jpg")
+    write_image(tmp_path / "p8.png", loaded.rgb, like=loaded)
+    loaded.bit_depth = 16
+    write_image(tmp_path / "p16.png", loaded.rgb, like=loaded)
+    for name in ("p8.png", "p16.png"):
+        with Image.open(tmp_path / name) as out:
+            out.load()
+            assert out.info["icc_profile"] == icc and out.getexif()[0x010F] == "ExpertCam", name
+    assert cv2.imread(str(tmp_path / "p16.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+
+
+def test_a_failed_write_leaves_no_file(tmp_path):
+    loaded = read_image(_write_png(tmp_path / "a.png"))
+    with pytest.raises(Exception):
+        write_image(tmp_path / "out" / "wide.jpg", np.zeros((1, 70000, 3), np.float32), like=loaded)
+    assert list((tmp_path / "out").iterdir()) == []  # neither the file nor a temporary
+
+
+def _write_png(path, h=16, w=16):
+    Image.fromarray(_u8(smooth_image(h, w))).save(path)
+    return path
+
+
+def test_restore_says_per_image_what_it_chose(tmp_path, capsys):
+    import torch
+
+    from expertir.inference import plan_restore
+    from expertir.models import build_model
+
+    small, big = _write_png(tmp_path / "small.png"), _write_png(tmp_path / "big.png", 128, 192)
+    args = ["-o", str(tmp_path / "out"), "--model", "restormer_tiny", "--untrained", "--device", "cpu"]
+    assert main(["restore", str(small), str(big), *args]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ": whole image" in ln or ": tiled" in ln]
+    assert len(lines) == 2 and all("whole image" in ln for ln in lines)
+    whole = plan_restore(build_model("restormer_tiny"), 128, 192, torch.device("cpu"), tile=None).need
+    assert main(["restore", str(big), *args, "--max-memory", str(whole // 2)]) == 0
+    assert "big.png (192×128): tiled " in capsys.readouterr().out
+    assert main(["restore", str(big), *args, "--max-memory", "1MB", "--tile", "0"]) == 0
+    assert "big.png (192×128): whole image" in capsys.readouterr().out
+    assert main(["restore", str(big), *args, "--tile", "128"]) == 0
+    assert "tiled 2 × 128 px" in capsys.readouterr().out
+    assert Image.open(tmp_path / "out" / "big.png").size == (192, 128)
+    for bad in (["--max-memory", "lots"], ["--tile", "-2"], ["--tile", "big"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["restore", str(big), *args, *bad])
+        assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot read memory size 'lots'" in err and "Traceback" not in err
+    assert main(["restore", str(big), *args, "--max-memory", "1MB"]) == 1
+    out = capsys.readouterr().out
+    assert "big.png: a 192×128 image needs at least" in out and "Traceback" not in out

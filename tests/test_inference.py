@@ -62,3 +62,138 @@ def test_restore_keeps_odd_sizes_and_tensor_type():
     out = restore(model, torch.rand(2, 3, 37, 53), device="cpu")
     assert isinstance(out, torch.Tensor) and out.shape == (2, 3, 37, 53)
     assert restore(model, np.zeros((1, 1, 3), np.float32), device="cpu").shape == (1, 1, 3)
+
+
+# ---------------------------------------------------------------- memory budget and plans
+
+from expertir.errors import ExpertirError  # noqa: E402
+from expertir.inference import format_size, memory_profile, parse_size, plan_restore  # noqa: E402
+from expertir.inference import memory as memory_module  # noqa: E402
+
+
+class WideNet(nn.Module):
+    """1×1 convolutions through ``ch`` channels: at least 2 × ch × 4 bytes live per pixel."""
+
+    size_multiple = 8
+
+    def __init__(self, ch=256):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, ch, 1), nn.Conv2d(ch, 3, 1)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_memory_per_pixel_is_measured_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXPERTIR_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(memory_module, "_MEMO", {})
+    said = []
+    profile = memory_profile(WideNet(256), "cpu", on_measure=said.append)
+    assert said and "measuring" in said[0]
+    # conv output and ReLU output, 256 float32 channels each: ~2 kB per pixel
+    assert 0.5 * 2048 < profile.bytes_per_pixel < 2 * 2048
+    assert profile.peaks[1] > profile.peaks[0] > 0 and profile.method == "rss"
+    assert profile.need(256 * 256) >= max(profile.peaks)  # never below a measured peak
+    # cached: in this process and in the file; refresh measures again
+    assert memory_profile(WideNet(256), "cpu", on_measure=said.append) is profile and len(said) == 1
+    monkeypatch.setattr(memory_module, "_MEMO", {})
+    assert memory_profile(WideNet(256), "cpu", on_measure=said.append) == profile and len(said) == 1
+    assert len(__import__("json").loads((tmp_path / "memory.json").read_text())) == 1
+    memory_profile(WideNet(256), "cpu", refresh=True, on_measure=said.append)
+    assert len(said) == 2
+    memory_profile(WideNet(64), "cpu", on_measure=said.append)  # another architecture
+    assert len(said) == 3
+
+
+def test_registered_models_are_measured_in_a_child_process():
+    model = build_model("restormer_tiny")
+    spec = memory_module._rebuild_spec(model)
+    assert spec["qualname"] == "Restormer" and memory_module._rebuild_spec(LocalNet()) is None
+    peaks = memory_module._peaks_in_child(spec, (64, 128))
+    assert peaks is not None and peaks[1] > peaks[0] > 0
+
+
+def test_sizes_parse_and_print():
+    assert parse_size("2GB") == 2 * 10**9 and parse_size("1.5 GiB") == 3 * 2**29
+    assert parse_size("800MB") == 8 * 10**8 and parse_size("64k") == 64000
+    for bad in ("lots", "-1GB", "0", "2 parsecs"):
+        with pytest.raises(ExpertirError, match="memory size"):
+            parse_size(bad)
+    assert format_size(1.5e9) == "1.5 GB" and format_size(3.2e8) == "320 MB"
+
+
+def test_tiny_budget_tiles_and_agrees_with_whole_image():
+    """Same model and tolerance as test_tiled_transformer_is_close_to_untiled."""
+    torch.manual_seed(0)
+    model, img = build_model("restormer_tiny"), smooth_image(160, 224)
+    whole_plan = plan_restore(model, 160, 224, torch.device("cpu"), tile=None)
+    assert whole_plan.whole and whole_plan.need > 0
+    plans = []
+    budget = whole_plan.need // 3
+    tiled = restore(model, img, device="cpu", max_memory=budget, on_plan=plans.append)
+    (plan,) = plans
+    assert not plan.whole and plan.tiles > 1 and plan.need <= budget and plan.budget == budget
+    assert str(plan).startswith(f"tiled {plan.tiles} × {plan.tile} px")
+    whole = restore(model, img, device="cpu", tile=0)
+    assert psnr(tiled, whole, crop=1) > 40
+    assert np.abs(tiled - whole).max() < 0.05
+    huge = plan_restore(model, 160, 224, torch.device("cpu"), max_memory=10**15)
+    assert huge.whole and str(huge).startswith("whole image")
+    assert "capped" in huge.reason  # never more than the machine has
+
+
+def test_budget_too_small_for_any_tile_is_a_clear_error():
+    with pytest.raises(ExpertirError, match="needs at least .* the budget is"):
+        plan_restore(build_model("restormer_tiny"), 2000, 3000, torch.device("cpu"), max_memory=10**6)
+
+
+def test_batches_grow_with_the_budget_within_one_row_of_tiles():
+    """A 96-px-high strip: tiles are capped by its height, so batches are what a bigger
+    budget buys."""
+    model, cpu = LocalNet(), torch.device("cpu")
+    whole = plan_restore(model, 96, 4096, cpu, tile=None).need
+    plans = [plan_restore(model, 96, 4096, cpu, max_memory=int(whole * f)) for f in (0.6, 0.8, 0.95)]
+    for plan, f in zip(plans, (0.6, 0.8, 0.95)):
+        assert not plan.whole and plan.need <= whole * f
+        assert plan.batch <= len(tile_starts(4096, plan.tile, 32))  # one row of tiles at most
+    batches = [p.batch for p in plans]
+    assert batches == sorted(batches) and batches[-1] > 1
+    assert plan_restore(model, 96, 4096, cpu, max_memory=int(whole * 1.01)).whole
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5])
+def test_streamed_blend_equals_whole_image_for_any_batch(batch):
+    torch.manual_seed(0)
+    model, img = LocalNet(), np.random.default_rng(1).random((203, 341, 3), dtype=np.float32)
+    whole = restore(model, img, tile=0, device="cpu")
+    tiled = restore(model, img, tile=72, overlap=32, tile_batch=batch, device="cpu")
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-6)
+
+
+class HungryNet(LocalNet):
+    """LocalNet that cannot allocate what a forward over ``fail_at`` (H, W) or more needs:
+    it asks the real allocator for 2^62 bytes there."""
+
+    def __init__(self, fail_at):
+        super().__init__()
+        self.fail_at = fail_at
+
+    def forward(self, x):
+        if x.shape[-2] >= self.fail_at[0] and x.shape[-1] >= self.fail_at[1]:
+            torch.empty(1 << 62, dtype=torch.uint8)
+        return super().forward(x)
+
+
+def test_out_of_memory_in_a_forced_whole_image_is_retried_tiled():
+    torch.manual_seed(0)
+    model, img = HungryNet(fail_at=(200, 304)), smooth_image(200, 300)
+    plans = []
+    out = restore(model, img, tile=0, device="cpu", on_plan=plans.append)
+    assert [p.whole for p in plans] == [True, False]
+    assert "ran out of memory, retried tiled" in str(plans[1])
+    reference = LocalNet()
+    reference.load_state_dict({k: v for k, v in model.state_dict().items()})
+    np.testing.assert_allclose(out, restore(reference, img, tile=0, device="cpu"), rtol=0, atol=1e-6)
+    with pytest.raises(ExpertirError, match="out of memory") as exc:
+        restore(HungryNet(fail_at=(8, 8)), img, tile=0, device="cpu")
+    assert "\n" not in str(exc.value)

@@ -48,11 +48,19 @@ def add_parser(sub) -> None:
                    help="where the tables go (default: runs/eval/<benchmark>_<method>)")
     p.add_argument("--save-images", metavar="DIR", help="also write every restored image here")
     p.add_argument("--y-channel", action="store_true", help="PSNR/SSIM on the Y channel instead of RGB")
-    p.add_argument("--tile", type=int, metavar="N", help="restore in N-pixel tiles (large images)")
+    p.add_argument("--tile", type=_tile, metavar="N|auto",
+                   help="restore in N-pixel tiles, or auto: tiles only where the whole image "
+                        "does not fit the memory budget (default: whole images)")
     p.add_argument("--sigma", type=float, metavar="S",
                    help="noise σ (0-255) for bm3d/nlm on sets whose name carries none (paired:DIR)")
     p.add_argument("--device", metavar="D", help="cpu, cuda, cuda:N or mps (default: best available)")
     p.set_defaults(func=run)
+
+
+def _tile(text: str) -> int | str:
+    from expertir.cli.restore import tile_arg
+
+    return tile_arg(text)
 
 
 def _names(text: str | None) -> list[str]:
@@ -77,7 +85,7 @@ def build_methods(args, device) -> list:
         name = read_metadata(path).get("model", stem) if path.endswith(".safetensors") else stem
         networks.append((name, path))
     taken = {m.name for m in methods}
-    tiles = f", tiles of {args.tile}" if args.tile else ""
+    tiles = {None: "", "auto": ", tiled where needed (auto)"}.get(args.tile, f", tiles of {args.tile}")
     for name, path in networks:
         if name in taken:  # two checkpoints of one model: tell the rows apart by file
             name = f"{name} ({Path(path).parent.name}/{Path(path).stem})" if path else name
@@ -92,8 +100,8 @@ def run(args) -> int:
     from expertir.evaluation import evaluate, to_markdown, write_tables
     from expertir.inference import select_device
 
-    if args.tile is not None and args.tile <= 0:
-        raise ExpertirError(f"--tile must be a positive number of pixels (got {args.tile})")
+    if args.tile is not None and args.tile != "auto" and args.tile <= 0:
+        raise ExpertirError(f"--tile must be auto or a positive number of pixels (got {args.tile})")
     device = select_device(args.device)
     benchmark = load_benchmarks(args.benchmark, args.data_root, layout=args.layout)
     for line in benchmark.missing:

@@ -9,6 +9,9 @@
   under ``torch.inference_mode`` with ``torch.set_num_threads(threads)``.
 * **GPU latency / peak memory**: only when CUDA is available: the same median timed with
   CUDA synchronisation, and ``torch.cuda.max_memory_allocated`` during those passes.
+* **Memory per pixel**: :func:`expertir.inference.memory.measure_profile`: the growth of
+  the peak of one forward pass between two input sizes (CPU: peak RSS), per pixel; what
+  ``expertir restore`` plans its tiles from.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class EfficiencyRow:
     cpu_ms: float | None
     gpu_ms: float | None = None
     gpu_peak_mb: float | None = None
+    cpu_bytes_per_px: float | None = None
 
 
 def count_params(model: nn.Module) -> int:
@@ -84,6 +88,7 @@ def measure(name: str, size: int = 256, runs: int = 5, warmup: int = 1, cpu: boo
     row = EfficiencyRow(name, count_params(model), count_flops(model, size), None)
     if cpu:
         row.cpu_ms = median_latency_ms(model, size, runs, warmup, "cpu")
+        row.cpu_bytes_per_px = _bytes_per_pixel(model)
     if gpu is None:
         gpu = torch.cuda.is_available()
     if gpu:
@@ -95,22 +100,37 @@ def measure(name: str, size: int = 256, runs: int = 5, warmup: int = 1, cpu: boo
     return row
 
 
+def _bytes_per_pixel(model: nn.Module) -> float | None:
+    """Measured CPU peak memory per pixel (None where it cannot be measured); refreshes the
+    cache ``expertir restore`` reads."""
+    from expertir.inference.memory import memory_profile
+
+    profile = memory_profile(model, "cpu", refresh=True)
+    return None if profile is None else profile.bytes_per_pixel
+
+
 def efficiency_markdown(rows: list[EfficiencyRow], size: int, setting: str) -> str:
     """The efficiency table; GPU columns appear only if some row has them."""
+    from expertir.inference.memory import MEASURE_SIZES
+
+    small, large = MEASURE_SIZES["cpu"]
     gpu = any(r.gpu_ms is not None for r in rows)
-    header = ["Model", "Params (M)", f"GFLOPs @{size}²", "CPU latency (ms)"]
+    header = ["Model", "Params (M)", f"GFLOPs @{size}²", "CPU latency (ms)", "CPU memory (kB/px)"]
     header += ["GPU latency (ms)", "GPU peak memory (MB)"] if gpu else []
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for r in rows:
         cells = [r.model, f"{r.params / 1e6:.2f}", f"{r.flops / 1e9:.1f}",
-                 "–" if r.cpu_ms is None else f"{r.cpu_ms:.0f}"]
+                 "–" if r.cpu_ms is None else f"{r.cpu_ms:.0f}",
+                 "–" if r.cpu_bytes_per_px is None else f"{r.cpu_bytes_per_px / 1000:.2f}"]
         if gpu:
             cells += ["–" if r.gpu_ms is None else f"{r.gpu_ms:.1f}",
                       "–" if r.gpu_peak_mb is None else f"{r.gpu_peak_mb:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     notes = (f"\n{setting}\nFLOPs = 2 × multiply-accumulates (torch.utils.flop_counter: "
              "convolutions and matrix products; element-wise ops not counted). "
-             "Latency: median of timed runs after warm-up, batch 1, float32."
+             "Latency: median of timed runs after warm-up, batch 1, float32. "
+             "CPU memory: growth of the peak RSS of one forward pass per input pixel, "
+             f"between {small}² and {large}² inputs (the figure `expertir restore` plans tiles from)."
              + ("" if gpu else " No CUDA device: GPU latency and memory columns omitted."))
     return "\n".join(lines) + "\n" + notes + "\n"
 

@@ -1,108 +1,184 @@
-"""``restore(model, image)``: pad to the network's multiple, run whole or tiled, crop back."""
+"""``restore(model, image)``: whole or tiled as the memory budget allows, padded to the
+network's multiple and cropped back.
+
+The plan (whole image, or which tile and batch) comes from :mod:`expertir.inference.plan`.
+Tiled runs go one **row of tiles** at a time: their window-weighted predictions are summed
+into a band one tile high; once a row is done, the band rows above the next row's first
+tile are final, so they are divided by their weight, written to the output and dropped.
+Apart from the output, only that band (plus the batch in flight) is held, whatever the
+image size. Tiles are cut from the image padded to the model's multiple (the same padding
+as the whole-image run), padding only the tiles that cross the border, so the padded copy
+of a whole large image is never made.
+
+If a whole-image run runs out of memory (CUDA OOM, or a failed CPU allocation), it is
+retried once in tiles planned from the default budget, and the plan callback hears so.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import gc
 
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from expertir.errors import ExpertirError
-from expertir.inference.tiling import tile_starts, tile_window
+from expertir.inference.device import autocast_for, select_device
+from expertir.inference.plan import TilePlan, plan_restore, size_multiple, tile_grid
+from expertir.inference.tiling import tile_window
 from expertir.models.blocks import pad_to_multiple
 
-
-def select_device(name: str | None = None) -> torch.device:
-    """``name`` if given (``cpu``, ``cuda``, ``cuda:1``, ``mps``), else the best available."""
-    if name:
-        try:
-            device = torch.device(name)
-        except RuntimeError:
-            raise ExpertirError(f"unknown device {name!r} (use cpu, cuda, cuda:N or mps)") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ExpertirError(f"device {name!r} asked for, but CUDA is not available here")
-        if device.type == "mps" and not torch.backends.mps.is_available():
-            raise ExpertirError(f"device {name!r} asked for, but MPS is not available here")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (CUDA OOM, CPU allocator, MemoryError)."""
+    if isinstance(exc, MemoryError) or isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        s in text for s in ("out of memory", "can't allocate memory", "failed to allocate"))
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
+def _pad_mode(h: int, w: int, m: int) -> str:
+    """The padding :func:`~expertir.models.blocks.pad_to_multiple` uses for an h×w image."""
+    return "reflect" if (-h) % m < h and (-w) % m < w else "replicate"
 
 
-def _multiple(model: nn.Module) -> int:
-    return int(getattr(model, "size_multiple", 8))
+def _cut(x: torch.Tensor, y: int, xx: int, th: int, tw: int, mode: str) -> torch.Tensor:
+    """The ``th``×``tw`` window at (y, xx) of ``x`` padded bottom/right as the whole image is."""
+    h, w = x.shape[-2:]
+    part = x[..., y:min(y + th, h), xx:min(xx + tw, w)]
+    pad_h, pad_w = th - part.shape[-2], tw - part.shape[-1]
+    return F.pad(part, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else part
 
 
 @torch.inference_mode()
-def _run_tiled(model: nn.Module, x: torch.Tensor, tile: int, overlap: int,
-               batch: int, device: torch.device, progress=None) -> torch.Tensor:
-    """Run ``model`` over overlapping tiles of the CPU tensor ``x`` (1×C×H×W), blended."""
+def _run_whole(model: nn.Module, x: torch.Tensor, out: torch.Tensor, device: torch.device) -> None:
+    """One forward pass over ``x`` (1×C×H×W) padded to the model's multiple, into ``out`` (C×H×W)."""
+    h, w = x.shape[-2:]
+    xp = pad_to_multiple(x, size_multiple(model)).contiguous().to(device)
+    with autocast_for(device):
+        pred = model(xp)
+    del xp
+    out.copy_(pred[0, :, :h, :w].float().clamp_(0, 1))
+
+
+@torch.inference_mode()
+def _run_tiled(model: nn.Module, x: torch.Tensor, out: torch.Tensor, plan: TilePlan,
+               device: torch.device, progress=None) -> None:
+    """Run ``model`` over the tiles of the CPU image ``x`` (1×C×H×W) into ``out`` (C×H×W)."""
     _, c, h, w = x.shape
-    th, tw = min(tile, h), min(tile, w)
-    boxes = [(y, xx) for y in tile_starts(h, th, overlap) for xx in tile_starts(w, tw, overlap)]
-    out = torch.zeros(c, h, w)
-    weight = torch.zeros(1, h, w)
+    m = size_multiple(model)
+    hp, wp = -(-h // m) * m, -(-w // m) * m
+    mode, ov = _pad_mode(h, w, m), plan.overlap
+    th, tw = min(plan.tile, hp), min(plan.tile, wp)
+    rows, cols = tile_grid(hp, wp, plan.tile, ov)
+    band = torch.zeros(c, th, wp)  # rows [top, top + th) of the weighted sum
+    weight = torch.zeros(1, th, wp)
+    windows: dict[tuple[bool, ...], torch.Tensor] = {}
     if progress is not None:
-        progress.reset(total=len(boxes))
-    for i in range(0, len(boxes), batch):
-        chunk = boxes[i:i + batch]
-        tiles = torch.cat([x[..., y:y + th, xx:xx + tw] for y, xx in chunk]).to(device)
-        with _autocast(device):
-            pred = model(tiles)
-        pred = pred.float().cpu()
-        for (y, xx), p in zip(chunk, pred):
-            win = tile_window(th, tw, overlap, top=y > 0, bottom=y + th < h,
-                              left=xx > 0, right=xx + tw < w)
-            out[:, y:y + th, xx:xx + tw] += p * win
-            weight[:, y:y + th, xx:xx + tw] += win
-        if progress is not None:
-            progress.update(len(chunk))
-    return out.div_(weight).unsqueeze(0)
+        progress.reset(total=len(rows) * len(cols))
+    top = 0
+    for i, y in enumerate(rows):
+        for j in range(0, len(cols), plan.batch):
+            chunk = cols[j:j + plan.batch]
+            tiles = torch.cat([_cut(x, y, xx, th, tw, mode) for xx in chunk]).to(device)
+            with autocast_for(device):
+                pred = model(tiles)
+            del tiles
+            pred = pred.float().cpu()
+            for xx, p in zip(chunk, pred):
+                edges = (y > 0, y + th < hp, xx > 0, xx + tw < wp)
+                if edges not in windows:
+                    windows[edges] = tile_window(th, tw, ov, *edges)
+                win = windows[edges]
+                band[:, y - top:y - top + th, xx:xx + tw] += p * win
+                weight[:, y - top:y - top + th, xx:xx + tw] += win
+            del pred
+            if progress is not None:
+                progress.update(len(chunk))
+        # Rows above the next tile row are final: normalise, write out, shift the band up.
+        done = (rows[i + 1] if i + 1 < len(rows) else hp) - top
+        keep = min(done, h - top)
+        if keep > 0:
+            out[:, top:top + keep] = (band[:, :keep] / weight[:, :keep])[..., :w].clamp_(0, 1)
+        rest = th - done
+        band[:, :rest] = band[:, done:].clone()
+        weight[:, :rest] = weight[:, done:].clone()
+        band[:, rest:] = 0
+        weight[:, rest:] = 0
+        top += done
+
+
+def _run(model, x, out, plan, device, progress):
+    if plan.whole:
+        _run_whole(model, x, out, device)
+    else:
+        _run_tiled(model, x, out, plan, device, progress)
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 @torch.inference_mode()
-def restore(model: nn.Module, image, tile: int | None = None, overlap: int = 32,
-            device: str | torch.device | None = None, tile_batch: int = 4,
-            progress=None):
+def restore(model: nn.Module, image, tile: int | str | None = "auto", overlap: int = 32,
+            device: str | torch.device | None = None, tile_batch: int | None = None,
+            max_memory: int | None = None, progress=None, on_plan=None, on_measure=None):
     """Restore ``image`` (H×W×3 float numpy in [0,1], or an N×C×H×W tensor).
 
-    Whole-image mode pads to the model's size multiple and crops back. With ``tile``,
-    the padded image is cut into overlapping ``tile``-sized tiles (rounded up to the
-    multiple), run ``tile_batch`` at a time and blended (see :mod:`expertir.inference.tiling`),
-    so peak memory follows the tile size, not the image size. ``progress`` (a tqdm bar)
-    is reset to the number of tiles and advanced as they finish. Returns the type it got.
+    ``tile``: ``"auto"`` (default) runs the whole image when it fits the memory budget
+    (``max_memory`` bytes, else a safe share of the available memory), else the largest
+    tiles that fit, batched as far as the budget allows; ``None`` or ``0`` forces the whole
+    image (tiled only if the machine cannot hold it); a number runs tiles of that side,
+    ``tile_batch`` (default 4) at a time. See :mod:`expertir.inference.plan`.
+
+    ``on_plan(plan)`` hears each :class:`~expertir.inference.plan.TilePlan` before it runs
+    (twice if a whole-image run ran out of memory and was retried tiled); ``on_measure(msg)``
+    hears when the model's memory is about to be measured (once per model, then cached).
+    ``progress`` (a tqdm bar) is reset to the number of tiles and advanced as they finish.
+    Returns the type it got. Raises :class:`~expertir.errors.ExpertirError` when memory
+    runs out even in tiles.
     """
     device = select_device(device) if not isinstance(device, torch.device) else device
     as_numpy = isinstance(image, np.ndarray)
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None] if as_numpy else image
-    x = x.float()
+    if as_numpy:
+        result = np.empty(image.shape, np.float32)
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+        out = torch.from_numpy(result).permute(2, 0, 1)[None]
+    else:
+        x = image.float().cpu()
+        out = result = torch.empty(x.shape)
     model = model.to(device).eval()
     h, w = x.shape[-2:]
-    m = _multiple(model)
-    if tile is not None:
-        if tile <= 0 or overlap < 0:
-            raise ExpertirError(f"tile must be positive and overlap non-negative (got {tile}, {overlap})")
-        tile = -(-tile // m) * m
-        if overlap >= tile:
-            raise ExpertirError(f"overlap ({overlap}) must be smaller than the tile ({tile})")
-    xp = pad_to_multiple(x, m)
-    if tile is None or (xp.shape[-2] <= tile and xp.shape[-1] <= tile):
-        with _autocast(device):
-            out = model(xp.to(device)).float().cpu()
-    else:
-        out = torch.cat([_run_tiled(model, xp[i:i + 1].cpu(), tile, overlap, tile_batch, device,
-                                    progress) for i in range(xp.shape[0])])
-    out = out[..., :h, :w].clamp_(0, 1)
-    if as_numpy:
-        return out[0].permute(1, 2, 0).numpy()
-    return out
+    plan = plan_restore(model, h, w, device, tile, overlap, max_memory, tile_batch,
+                        on_measure=on_measure)
+    for i in range(x.shape[0]):
+        if on_plan is not None and i == 0:
+            on_plan(plan)
+        try:
+            _run(model, x[i:i + 1], out[i], plan, device, progress)
+            continue
+        except (RuntimeError, MemoryError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            error = str(exc).splitlines()[0][:120]
+        _free(device)
+        if not plan.whole:
+            raise ExpertirError(f"out of memory with {plan} ({error}); "
+                                "try a smaller --max-memory or --tile")
+        plan = plan_restore(model, h, w, device, "auto", overlap, max_memory, tile_batch,
+                            allow_whole=False)
+        plan.reason = f"whole image ran out of memory, retried tiled; {plan.reason}"
+        if on_plan is not None:
+            on_plan(plan)
+        try:
+            _run(model, x[i:i + 1], out[i], plan, device, progress)
+        except (RuntimeError, MemoryError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            _free(device)
+            raise ExpertirError(f"out of memory even with {plan} "
+                                f"({str(exc).splitlines()[0][:120]})") from None
+    return result
