@@ -101,11 +101,11 @@ def measure(name: str, size: int = 256, runs: int = 5, warmup: int = 1, cpu: boo
 
 
 def _bytes_per_pixel(model: nn.Module) -> float | None:
-    """Measured CPU peak memory per pixel (None where it cannot be measured); refreshes the
-    cache ``expertir restore`` reads."""
+    """Measured CPU peak memory per pixel (None where it cannot be measured), from the
+    per-model cache ``expertir restore`` also reads, measured now if not there."""
     from expertir.inference.memory import memory_profile
 
-    profile = memory_profile(model, "cpu", refresh=True)
+    profile = memory_profile(model, "cpu")
     return None if profile is None else profile.bytes_per_pixel
 
 

@@ -68,10 +68,11 @@ class TilePlan:
         head = "whole image" if self.whole else f"tiled {self.tiles} × {self.tile} px"
         if not self.whole and self.batch > 1:
             head += f", {self.batch} per batch"
-        details = [self.reason] if self.reason else []
+        details = []
         if self.need is not None:
             details.append(f"needs ~{format_size(self.need)}"
                            + (f" of {format_size(self.budget)}" if self.budget else ""))
+        details += [self.reason] if self.reason else []
         return head + (f" ({'; '.join(details)})" if details else "")
 
 
@@ -96,10 +97,11 @@ def default_budget(device: torch.device, minimum: float = 0) -> tuple[int | None
     if available is None:
         return None, "available memory unknown"
     share = DEFAULT_SHARE.get(device.type, 0.5)
-    budget = share * available
-    if device.type != "cuda":
-        budget = min(budget, max(CPU_DEFAULT_CAP, minimum))
-    return int(budget), f"{share:.0%} of {format_size(available)} available"
+    budget, how = share * available, f"default budget: {share:.0%} of the {format_size(available)} available"
+    if device.type != "cuda" and budget > max(CPU_DEFAULT_CAP, minimum):
+        budget = max(CPU_DEFAULT_CAP, minimum)
+        how += f", at most {format_size(budget)}"
+    return int(budget), how
 
 
 class _Needs:
@@ -171,7 +173,7 @@ def plan_restore(model: nn.Module, height: int, width: int, device: torch.device
     available = available_memory(device)
     if forced_whole and allow_whole:
         if available is None or needs.whole() <= available:
-            return TilePlan(None, overlap, need=int(needs.whole()), reason="whole image asked for")
+            return TilePlan(None, overlap, need=int(needs.whole()), reason="as asked")
         reason = (f"whole image would need ~{format_size(needs.whole())}, "
                   f"only {format_size(available)} available")
     else:
