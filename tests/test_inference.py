@@ -69,6 +69,7 @@ def test_restore_keeps_odd_sizes_and_tensor_type():
 from expertir.errors import ExpertirError  # noqa: E402
 from expertir.inference import format_size, memory_profile, parse_size, plan_restore  # noqa: E402
 from expertir.inference import memory as memory_module  # noqa: E402
+from expertir.inference.plan import MAX_TILE  # noqa: E402
 
 
 class WideNet(nn.Module):
@@ -133,7 +134,7 @@ def test_tiny_budget_tiles_and_agrees_with_whole_image():
     tiled = restore(model, img, device="cpu", max_memory=budget, on_plan=plans.append)
     (plan,) = plans
     assert not plan.whole and plan.tiles > 1 and plan.need <= budget and plan.budget == budget
-    assert str(plan).startswith(f"tiled {plan.tiles} × {plan.tile} px")
+    assert str(plan).startswith(f"tiled {plan.tiles} × ")
     whole = restore(model, img, device="cpu", tile=0)
     assert psnr(tiled, whole, crop=1) > 40
     assert np.abs(tiled - whole).max() < 0.05
@@ -148,17 +149,29 @@ def test_budget_too_small_for_any_tile_is_a_clear_error():
 
 
 def test_batches_grow_with_the_budget_within_one_row_of_tiles():
-    """A 96-px-high strip: tiles are capped by its height, so batches are what a bigger
-    budget buys."""
+    """A local model on a 16-MP image: tiles stop at MAX_TILE² pixels, and a bigger budget
+    buys bigger batches (planned only, nothing runs)."""
     model, cpu = LocalNet(), torch.device("cpu")
-    whole = plan_restore(model, 96, 4096, cpu, tile=None).need
-    plans = [plan_restore(model, 96, 4096, cpu, max_memory=int(whole * f)) for f in (0.6, 0.8, 0.95)]
-    for plan, f in zip(plans, (0.6, 0.8, 0.95)):
+    whole = plan_restore(model, 2048, 8192, cpu, tile=None).need
+    fractions = (0.3, 0.6, 0.95)
+    plans = [plan_restore(model, 2048, 8192, cpu, max_memory=int(whole * f)) for f in fractions]
+    for plan, f in zip(plans, fractions):
         assert not plan.whole and plan.need <= whole * f
-        assert plan.batch <= len(tile_starts(4096, plan.tile, 32))  # one row of tiles at most
+        assert plan.tile[0] * plan.tile[1] <= MAX_TILE ** 2
+        assert plan.batch <= len(tile_starts(8192, plan.tile[1], 32))  # one row of tiles at most
     batches = [p.batch for p in plans]
     assert batches == sorted(batches) and batches[-1] > 1
-    assert plan_restore(model, 96, 4096, cpu, max_memory=int(whole * 1.01)).whole
+
+
+def test_tiles_follow_the_image_shape():
+    """1200×800 with room for ~1/3 of it per tile: one row of three 800×424 tiles (6% more
+    pixels than the image), not 664-px squares (84% more)."""
+    model, cpu = build_model("restormer_tiny"), torch.device("cpu")
+    whole = plan_restore(model, 800, 1200, cpu, tile=None).need
+    plan = plan_restore(model, 800, 1200, cpu, max_memory=int(whole * 0.4))
+    rows, cols = tile_starts(800, plan.tile[0], 32), tile_starts(1200, plan.tile[1], 32)
+    assert len(rows) * len(cols) == plan.tiles
+    assert plan.tiles * plan.tile[0] * plan.tile[1] < 1.2 * 800 * 1200
 
 
 @pytest.mark.parametrize("batch", [1, 2, 5])

@@ -12,11 +12,14 @@ restore itself holds (float32, 12 bytes per RGB pixel):
   weighted copies and the forward pass. On CUDA the output and band stay in host RAM, so
   only the per-batch part counts against the device budget.
 
-Rule: the whole image if it fits; else the largest tile (a multiple of the model's size
-multiple, at most ``MAX_TILE``) whose batch of one fits, then as many such tiles per batch
-as still fit (up to one row of tiles). ``MAX_TILE`` is where a bigger tile stops paying:
-with the default 32-px overlap a 1024-px tile computes 7% more pixels than the image, a
-512-px tile 14%, a 256-px tile 31%.
+Rule: the whole image if it fits. Else the **grid** (rows × columns of tiles) that computes
+the fewest pixels among those whose one tile fits: for ``n`` tiles along a side of ``L``
+pixels the tile is ``(L + (n - 1) × overlap) / n`` rounded up to the model's multiple, so
+tiles may be rectangular (a 1200×800 photo: 1 × 3 tiles of 800×424, 6% more pixels than
+the image, where 664-px squares would compute 84% more). Tiles have at most
+``MAX_TILE``² pixels; beyond that a bigger tile saves little (with the default 32-px
+overlap a 1024-px tile computes 7% more than its share, a 512-px one 14%) and the budget
+goes into batches instead: as many tiles of a row per forward pass as still fit.
 
 Where the peak cannot be measured (see :mod:`expertir.inference.memory`), ``auto`` uses
 ``FALLBACK_TILE``-px tiles, and says so.
@@ -50,9 +53,10 @@ BYTES_PER_PIXEL = 12  # float32 RGB
 
 @dataclass
 class TilePlan:
-    """How one image is run. ``tile`` None means the whole image in one forward pass."""
+    """How one image is run. ``tile`` is (height, width) of the tiles, None for the whole
+    image in one forward pass."""
 
-    tile: int | None
+    tile: tuple[int, int] | None
     overlap: int
     batch: int = 1
     tiles: int = 1
@@ -65,9 +69,13 @@ class TilePlan:
         return self.tile is None
 
     def __str__(self) -> str:
-        head = "whole image" if self.whole else f"tiled {self.tiles} × {self.tile} px"
-        if not self.whole and self.batch > 1:
-            head += f", {self.batch} per batch"
+        if self.whole:
+            head = "whole image"
+        else:
+            th, tw = self.tile
+            head = f"tiled {self.tiles} × {th if th == tw else f'{th}×{tw}'} px"
+            if self.batch > 1:
+                head += f", {self.batch} per batch"
         details = []
         if self.need is not None:
             details.append(f"needs ~{format_size(self.need)}"
@@ -84,10 +92,17 @@ def size_multiple(model: nn.Module) -> int:
     return int(getattr(model, "size_multiple", 8))
 
 
-def tile_grid(height: int, width: int, tile: int, overlap: int) -> tuple[list[int], list[int]]:
-    """Row and column starts of the tiles over a (padded) ``height`` × ``width`` image."""
-    return (tile_starts(height, min(tile, height), overlap),
-            tile_starts(width, min(tile, width), overlap))
+def tile_grid(height: int, width: int, tile: tuple[int, int], overlap: int) -> tuple[list[int], list[int]]:
+    """Row and column starts of ``tile`` (h, w) tiles over a (padded) ``height`` × ``width`` image."""
+    return (tile_starts(height, min(tile[0], height), overlap),
+            tile_starts(width, min(tile[1], width), overlap))
+
+
+def _side(length: int, count: int, overlap: int, multiple: int) -> int:
+    """Tile side that covers ``length`` with ``count`` tiles overlapping by ``overlap``."""
+    if count == 1:
+        return length
+    return min(length, round_up(-(-(length + (count - 1) * overlap) // count), multiple))
 
 
 def default_budget(device: torch.device, minimum: float = 0) -> tuple[int | None, str]:
@@ -118,8 +133,8 @@ class _Needs:
         pixels = self.hp * self.wp
         return BYTES_PER_PIXEL * pixels + self.forward(pixels)
 
-    def tiled(self, tile: int, batch: int) -> float:
-        th, tw = min(tile, self.hp), min(tile, self.wp)
+    def tiled(self, tile: tuple[int, int], batch: int) -> float:
+        th, tw = min(tile[0], self.hp), min(tile[1], self.wp)
         per_batch = 2 * BYTES_PER_PIXEL * batch * th * tw + self.forward(batch * th * tw)
         if not self.host_counts:
             return per_batch
@@ -150,22 +165,23 @@ def plan_restore(model: nn.Module, height: int, width: int, device: torch.device
     if isinstance(tile, int) and tile < 0:
         raise ExpertirError(f"tile must be positive, 0 (whole image) or auto (got {tile})")
     if isinstance(tile, int) and tile > 0:
-        tile = round_up(tile, m)
-        if overlap >= tile:
-            raise ExpertirError(f"overlap ({overlap}) must be smaller than the tile ({tile})")
-        rows, cols = tile_grid(hp, wp, tile, overlap)
+        side = round_up(tile, m)
+        if overlap >= side:
+            raise ExpertirError(f"overlap ({overlap}) must be smaller than the tile ({side})")
+        rows, cols = tile_grid(hp, wp, (side, side), overlap)
         if len(rows) * len(cols) == 1 and allow_whole:
-            return TilePlan(None, overlap, reason=f"fits in one {tile}-px tile")
-        return TilePlan(tile, overlap, tile_batch or FIXED_TILE_BATCH, len(rows) * len(cols),
-                        reason=f"tile {tile} asked for")
+            return TilePlan(None, overlap, reason=f"fits in one {side}-px tile")
+        return TilePlan((min(side, hp), min(side, wp)), overlap, tile_batch or FIXED_TILE_BATCH,
+                        len(rows) * len(cols), reason=f"tile {side} asked for")
     forced_whole = not tile  # None or 0
 
     profile = memory_profile(model, device, on_measure=on_measure)
     if profile is None:  # no peak counter here: whole if asked or small, else fixed tiles
-        rows, cols = tile_grid(hp, wp, FALLBACK_TILE, overlap)
+        square = (min(FALLBACK_TILE, hp), min(FALLBACK_TILE, wp))
+        rows, cols = tile_grid(hp, wp, square, overlap)
         if allow_whole and (forced_whole or len(rows) * len(cols) == 1):
             return TilePlan(None, overlap, reason="" if forced_whole else "fits in one tile")
-        return TilePlan(FALLBACK_TILE, overlap, tile_batch or 1, len(rows) * len(cols),
+        return TilePlan(square, overlap, tile_batch or 1, len(rows) * len(cols),
                         reason=f"memory cannot be measured on {device.type} here: fixed tiles")
 
     needs = _Needs(profile, device, hp, wp, overlap)
@@ -184,24 +200,37 @@ def plan_restore(model: nn.Module, height: int, width: int, device: torch.device
         if available is not None and budget > available:
             budget, how = available, f"--max-memory capped to the {format_size(available)} available"
     else:
-        budget, how = default_budget(device, minimum=needs.tiled(smallest, 1))
+        budget, how = default_budget(device, minimum=needs.tiled((smallest, smallest), 1))
         if budget is None:
             budget, how = int(needs.whole()), how
     if allow_whole and not reason and needs.whole() <= budget:
         return TilePlan(None, overlap, budget=budget, need=int(needs.whole()), reason=how)
 
-    # Largest tile first; without the whole image, only tiles that really split it.
-    largest = min(MAX_TILE, max(hp, wp) if allow_whole else max(hp, wp) - m)
     first = tile_batch or 1
-    for side in range(largest - largest % m, smallest - 1, -m):
-        if needs.tiled(side, first) <= budget:
+    best = None  # (computed pixels, tiles, (th, tw))
+    for n_rows in range(1, -(-hp // max(1, smallest - overlap)) + 1):
+        th = _side(hp, n_rows, overlap, m)
+        if n_rows > 1 and th < smallest:
             break
-    else:
-        side = min(smallest, largest - largest % m)  # the least any tile needs
-        raise ExpertirError(
-            f"a {width}×{height} image needs at least ~{format_size(needs.tiled(side, first))} "
-            f"to restore (tiles of {side} px); the budget is {format_size(budget)} ({how})")
-    rows, cols = tile_grid(hp, wp, side, overlap)
-    batch = tile_batch or max(b for b in range(1, len(cols) + 1) if b == 1 or needs.tiled(side, b) <= budget)
-    return TilePlan(side, overlap, batch, len(rows) * len(cols), budget, int(needs.tiled(side, batch)),
+        for n_cols in range(1, -(-wp // max(1, smallest - overlap)) + 1):
+            tw = _side(wp, n_cols, overlap, m)
+            if n_cols > 1 and tw < smallest:
+                break
+            if n_rows * n_cols == 1 or th * tw > MAX_TILE * MAX_TILE:
+                continue
+            if needs.tiled((th, tw), first) <= budget:  # more columns would only add overlap
+                rows, cols = tile_grid(hp, wp, (th, tw), overlap)
+                key = (len(rows) * len(cols) * th * tw, len(rows) * len(cols), (th, tw))
+                best = min(best, key) if best else key
+                break
+    if best is None:
+        least = min(needs.tiled((min(smallest, hp), min(smallest, wp)), first),
+                    needs.tiled((_side(hp, 2, overlap, m), wp), first),
+                    needs.tiled((hp, _side(wp, 2, overlap, m)), first))
+        raise ExpertirError(f"a {width}×{height} image needs at least ~{format_size(least)} to restore "
+                            f"in tiles; the budget is {format_size(budget)} ({how})")
+    tile = best[2]
+    rows, cols = tile_grid(hp, wp, tile, overlap)
+    batch = tile_batch or max(b for b in range(1, len(cols) + 1) if b == 1 or needs.tiled(tile, b) <= budget)
+    return TilePlan(tile, overlap, batch, len(rows) * len(cols), budget, int(needs.tiled(tile, batch)),
                     "; ".join(r for r in (reason, how) if r))

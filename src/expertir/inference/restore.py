@@ -70,8 +70,8 @@ def _run_tiled(model: nn.Module, x: torch.Tensor, out: torch.Tensor, plan: TileP
     m = size_multiple(model)
     hp, wp = -(-h // m) * m, -(-w // m) * m
     mode, ov = _pad_mode(h, w, m), plan.overlap
-    th, tw = min(plan.tile, hp), min(plan.tile, wp)
-    rows, cols = tile_grid(hp, wp, plan.tile, ov)
+    th, tw = min(plan.tile[0], hp), min(plan.tile[1], wp)
+    rows, cols = tile_grid(hp, wp, (th, tw), ov)
     band = torch.zeros(c, th, wp)  # rows [top, top + th) of the weighted sum
     weight = torch.zeros(1, th, wp)
     windows: dict[tuple[bool, ...], torch.Tensor] = {}
