@@ -210,3 +210,14 @@ def test_out_of_memory_in_a_forced_whole_image_is_retried_tiled():
     with pytest.raises(ExpertirError, match="out of memory") as exc:
         restore(HungryNet(fail_at=(8, 8)), img, tile=0, device="cpu")
     assert "\n" not in str(exc.value)
+
+
+def test_efficiency_table_prints_the_measured_memory_per_pixel():
+    from expertir.evaluation.efficiency import efficiency_markdown, measure
+
+    row = measure("restormer_tiny", size=16, runs=1, warmup=0, gpu=False)
+    expected = memory_profile(build_model("restormer_tiny"), "cpu").bytes_per_pixel
+    assert row.cpu_bytes_per_px == expected > 0
+    table = efficiency_markdown([row], 16, "setting")
+    assert "CPU memory (kB/px)" in table.splitlines()[0]
+    assert f"| {expected / 1000:.2f} |" in table

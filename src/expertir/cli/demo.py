@@ -102,7 +102,7 @@ def run(args) -> int:
     for s in tqdm(samples, desc="demo", unit="img"):
         s["outputs"], s["scores"] = {}, {"Input": (psnr(s["input"], s["target"]), ssim(s["input"], s["target"]))}
         for label, net, _ in models:
-            restored = restore(net, s["input"], device=device)
+            restored = restore(net, s["input"], device=device, on_measure=tqdm.write)
             s["outputs"][label] = restored
             s["scores"][label] = (psnr(restored, s["target"]), ssim(restored, s["target"]))
             save_rgb(out / label.split()[0].lower().replace("-", "_") / s["name"], restored)

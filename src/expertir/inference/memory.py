@@ -283,7 +283,7 @@ def _rebuild_spec(model: nn.Module) -> dict | None:
     its ``config``), or None."""
     from expertir.models.backbone import RestorationModel
 
-    if not isinstance(model, RestorationModel):
+    if not isinstance(model, RestorationModel) or not isinstance(getattr(model, "config", None), dict):
         return None
     try:
         config = json.loads(json.dumps(model.config))

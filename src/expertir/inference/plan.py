@@ -42,7 +42,8 @@ DEFAULT_SHARE = {"cpu": 0.5, "mps": 0.5, "cuda": 0.8}
 #: more): time per pixel does not fall with bigger batches or tiles beyond the overlap
 #: saving (see ``MAX_TILE``), so more memory would not make restoring faster.
 CPU_DEFAULT_CAP = 1_500_000_000
-#: Factor on the measured forward peak (RSS varies by a few percent from run to run).
+#: Factor on the predicted forward peak (RSS peaks at the measuring sizes vary by up to
+#: ~15% from run to run).
 SAFETY = 1.2
 MAX_TILE = 1024
 FALLBACK_TILE = 256
@@ -224,9 +225,7 @@ def plan_restore(model: nn.Module, height: int, width: int, device: torch.device
                 best = min(best, key) if best else key
                 break
     if best is None:
-        least = min(needs.tiled((min(smallest, hp), min(smallest, wp)), first),
-                    needs.tiled((_side(hp, 2, overlap, m), wp), first),
-                    needs.tiled((hp, _side(wp, 2, overlap, m)), first))
+        least = needs.tiled((min(smallest, hp), min(smallest, wp)), first)  # the smallest tiles
         raise ExpertirError(f"a {width}×{height} image needs at least ~{format_size(least)} to restore "
                             f"in tiles; the budget is {format_size(budget)} ({how})")
     tile = best[2]
