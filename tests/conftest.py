@@ -1,8 +1,12 @@
 import os
 
-import numpy as np
-import pytest
-import torch
+from expertir.threads import set_openmp_defaults
+
+set_openmp_defaults()  # before torch loads: the suite shares the cores with other work
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # Small, steady CPU runs.
 torch.set_num_threads(min(2, os.cpu_count() or 1))

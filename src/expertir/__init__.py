@@ -3,6 +3,15 @@
 __version__ = "0.1.0"
 
 from expertir.errors import ExpertirError  # noqa: E402
-from expertir.models import build_model, list_models  # noqa: E402
 
 __all__ = ["ExpertirError", "build_model", "list_models", "__version__"]
+
+
+def __getattr__(name: str):
+    """``expertir.build_model`` and ``expertir.list_models`` load torch on first use, so that
+    the command line can set its thread defaults (:mod:`expertir.threads`) before it loads."""
+    if name in ("build_model", "list_models"):
+        from expertir import models
+
+        return getattr(models, name)
+    raise AttributeError(f"module 'expertir' has no attribute {name!r}")
