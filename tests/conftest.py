@@ -3,9 +3,13 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
+from expertir.threads import set_openmp_defaults
+
+set_openmp_defaults()  # before torch loads: the suite shares the cores with other work
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from expertir.models import build_model
 

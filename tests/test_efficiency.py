@@ -55,3 +55,10 @@ def test_bench_efficiency_command(tmp_path, capsys):
     assert "| restormer_tiny |" in out and "FLOPs = 2 × multiply-accumulates" in out
     assert (tmp_path / "efficiency.md").is_file() and (tmp_path / "efficiency.json").is_file()
     assert main(["bench", "efficiency", "--models", "nope"]) == 2
+
+
+def test_interleaved_latencies_give_one_median_per_model():
+    from expertir.evaluation.efficiency import interleaved_latencies_ms
+
+    times = interleaved_latencies_ms([OneConv(), nn.Sequential(OneConv(), nn.ReLU())], 16, runs=3, warmup=1)
+    assert len(times) == 2 and all(t > 0 for t in times)

@@ -3,14 +3,19 @@
 __version__ = "0.1.0"
 
 from expertir.errors import ExpertirError  # noqa: E402
-from expertir.models import build_model, list_models  # noqa: E402
 
 __all__ = ["ExpertirError", "build_model", "explain", "list_models", "__version__"]
 
 
 def __getattr__(name: str):
-    """``expertir.explain`` (see :mod:`expertir.explanation`) is imported on first use, so
-    ``import expertir`` stays light."""
+    """``expertir.build_model``, ``expertir.list_models`` and ``expertir.explain`` (see
+    :mod:`expertir.explanation`) load torch on first use, so that ``import expertir`` stays
+    light and the command line can set its thread defaults (:mod:`expertir.threads`) before
+    torch starts."""
+    if name in ("build_model", "list_models"):
+        from expertir import models
+
+        return getattr(models, name)
     if name == "explain":
         from expertir.explanation import explain
 

@@ -59,7 +59,7 @@ def run_efficiency(args, outdir: Path) -> None:
     import torch
 
     from expertir.evaluation.efficiency import (
-        efficiency_markdown, measure, preset_names, rows_to_dicts,
+        efficiency_markdown, measure_all, preset_names, rows_to_dicts,
     )
     from expertir.models import list_models
 
@@ -71,10 +71,8 @@ def run_efficiency(args, outdir: Path) -> None:
     unknown = [n for n in names if n not in list_models()]
     if unknown:
         raise ExpertirError(f"unknown model(s) {', '.join(unknown)}; see 'expertir models'")
-    rows = []
-    for name in names:
-        print(f"measuring {name} at {args.size}x{args.size} ...", flush=True)
-        rows.append(measure(name, args.size, args.runs))
+    print(f"measuring {len(names)} model(s) at {args.size}x{args.size}, timed side by side ...", flush=True)
+    rows = measure_all(names, args.size, args.runs, progress=True)
     table = efficiency_markdown(rows, args.size, setting_line(torch.get_num_threads()))
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "efficiency.md").write_text(table, encoding="utf-8")

@@ -13,6 +13,9 @@ import sys
 
 from expertir import __version__
 from expertir.errors import ExpertirError
+from expertir.threads import set_openmp_defaults
+
+set_openmp_defaults()  # before any command loads torch (see expertir.threads)
 
 #: Command modules, in the order ``expertir --help`` lists them.
 COMMANDS = ["restore", "explain", "demo", "eval", "train", "data", "bench", "models"]

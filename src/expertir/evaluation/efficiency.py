@@ -1,4 +1,4 @@
-"""Efficiency of every registered model: parameters, FLOPs, latency, GPU memory (issue: bench).
+"""Efficiency of every registered model: parameters, FLOPs, latency, GPU memory .
 
 * **Parameters**: all parameters of the model (trainable or not).
 * **FLOPs**: :class:`torch.utils.flop_counter.FlopCounterMode` on one forward pass of a
@@ -6,9 +6,13 @@
   FLOPs = 2 × multiply-accumulates; element-wise operations, norms and softmax are not
   counted. Papers that quote "FLOPs" as MACs give half these numbers.
 * **CPU latency**: median wall time of ``runs`` forward passes (after ``warmup`` passes)
-  under ``torch.inference_mode`` with ``torch.set_num_threads(threads)``.
-* **GPU latency / peak memory**: only when CUDA is available: the same median timed with
-  CUDA synchronisation, and ``torch.cuda.max_memory_allocated`` during those passes.
+  under ``torch.inference_mode`` with ``torch.set_num_threads(threads)``. The models are
+  timed *interleaved* in one process (:func:`measure_all`): round r times one pass of every
+  model, in an order that rotates from round to round, so that other work on a shared
+  machine slows every model alike instead of whichever happened to run at a busy moment.
+* **GPU latency / peak memory**: only when CUDA is available: the same interleaved medians
+  timed with CUDA synchronisation, and ``torch.cuda.max_memory_allocated`` during each
+  model's passes.
 * **Memory per pixel**: :func:`expertir.inference.memory.measure_profile`: the growth of
   the peak of one forward pass between two input sizes (CPU: peak RSS), per pixel; what
   ``expertir restore`` plans its tiles from.
@@ -23,6 +27,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
 
 
 @dataclass
@@ -49,23 +54,39 @@ def count_flops(model: nn.Module, size: int, device="cpu") -> int:
     return int(counter.get_total_flops())
 
 
+def _timed_pass(model: nn.Module, x: torch.Tensor, sync) -> float:
+    """Milliseconds of one forward pass."""
+    start = time.perf_counter()
+    model(x)
+    sync()
+    return (time.perf_counter() - start) * 1000
+
+
 @torch.inference_mode()
-def median_latency_ms(model: nn.Module, size: int, runs: int = 5, warmup: int = 1,
-                      device="cpu") -> float:
-    """Median milliseconds of ``runs`` timed forward passes after ``warmup`` untimed ones."""
+def interleaved_latencies_ms(models: list[nn.Module], size: int, runs: int = 5, warmup: int = 1,
+                             device="cpu", progress: bool = False) -> list[float]:
+    """Median milliseconds per model of ``runs`` forward passes on a 1×3×size×size input,
+    taken in rounds (one pass of every model per round, rotating order) after ``warmup``
+    untimed passes of each."""
     device = torch.device(device)
     x = torch.rand(1, 3, size, size, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        model(x)
+    for model in models:
+        for _ in range(warmup):
+            model(x)
     sync()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        model(x)
-        sync()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    times: list[list[float]] = [[] for _ in models]
+    for r in tqdm(range(runs), desc=f"timing {device.type}", disable=not progress):
+        for k in range(len(models)):
+            i = (k + r) % len(models)
+            times[i].append(_timed_pass(models[i], x, sync))
+    return [statistics.median(t) for t in times]
+
+
+def median_latency_ms(model: nn.Module, size: int, runs: int = 5, warmup: int = 1,
+                      device="cpu") -> float:
+    """Median milliseconds of ``runs`` timed forward passes after ``warmup`` untimed ones."""
+    return interleaved_latencies_ms([model], size, runs, warmup, device)[0]
 
 
 def preset_names() -> list[str]:
@@ -79,25 +100,38 @@ def preset_names() -> list[str]:
     return sorted(chosen, key=lambda n: (resolve(n)[0], order.get(n.rsplit("_", 1)[-1], 3), n))
 
 
-def measure(name: str, size: int = 256, runs: int = 5, warmup: int = 1, cpu: bool = True,
-            gpu: bool | None = None) -> EfficiencyRow:
-    """Build ``name`` with random weights and measure it (GPU columns only with CUDA)."""
+def measure_all(names: list[str], size: int = 256, runs: int = 5, warmup: int = 1, cpu: bool = True,
+                gpu: bool | None = None, progress: bool = False) -> list[EfficiencyRow]:
+    """Build every model of ``names`` with random weights and measure them side by side
+    (latencies interleaved, see the module docstring; GPU columns only with CUDA)."""
     from expertir.models import build_model
 
-    model = build_model(name).eval()
-    row = EfficiencyRow(name, count_params(model), count_flops(model, size), None)
+    models = [build_model(name).eval() for name in names]
+    rows = [EfficiencyRow(name, count_params(m), count_flops(m, size), None) for name, m in zip(names, models)]
     if cpu:
-        row.cpu_ms = median_latency_ms(model, size, runs, warmup, "cpu")
-        row.cpu_bytes_per_px = _bytes_per_pixel(model)
+        for row, ms in zip(rows, interleaved_latencies_ms(models, size, runs, warmup, "cpu", progress)):
+            row.cpu_ms = ms
+        for row, model in zip(rows, models):
+            row.cpu_bytes_per_px = _bytes_per_pixel(model)
     if gpu is None:
         gpu = torch.cuda.is_available()
     if gpu:
-        model = model.to("cuda")
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        row.gpu_ms = median_latency_ms(model, size, max(runs, 10), max(warmup, 3), "cuda")
-        row.gpu_peak_mb = torch.cuda.max_memory_allocated() / 2**20
-    return row
+        models = [m.to("cuda") for m in models]
+        for row, ms in zip(rows, interleaved_latencies_ms(models, size, max(runs, 10), max(warmup, 3), "cuda",
+                                                          progress)):
+            row.gpu_ms = ms
+        for row, model in zip(rows, models):  # peak memory: each model alone
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            interleaved_latencies_ms([model], size, 1, 0, "cuda")
+            row.gpu_peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    return rows
+
+
+def measure(name: str, size: int = 256, runs: int = 5, warmup: int = 1, cpu: bool = True,
+            gpu: bool | None = None) -> EfficiencyRow:
+    """One model's row (:func:`measure_all` for a single model)."""
+    return measure_all([name], size, runs, warmup, cpu, gpu)[0]
 
 
 def _bytes_per_pixel(model: nn.Module) -> float | None:
@@ -128,7 +162,8 @@ def efficiency_markdown(rows: list[EfficiencyRow], size: int, setting: str) -> s
         lines.append("| " + " | ".join(cells) + " |")
     notes = (f"\n{setting}\nFLOPs = 2 × multiply-accumulates (torch.utils.flop_counter: "
              "convolutions and matrix products; element-wise ops not counted). "
-             "Latency: median of timed runs after warm-up, batch 1, float32. "
+             "Latency: median of timed runs after warm-up, batch 1, float32; the models timed "
+             "interleaved in one process (one pass of each per round). "
              "CPU memory: growth of the peak RSS of one forward pass per input pixel, "
              f"between {small}² and {large}² inputs (the figure `expertir restore` plans tiles from)."
              + ("" if gpu else " No CUDA device: GPU latency and memory columns omitted."))

@@ -88,13 +88,33 @@ class MDTA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
+        qkv = self.qkv_dwconv(self.qkv(x))
+        if is_channels_last(qkv):
+            return self.project_out(self._attend_channels_last(qkv))
+        q, k, v = qkv.chunk(3, dim=1)
         q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w) for t in (q, k, v))
         q = F.normalize(q, dim=-1)
         k = F.normalize(k, dim=-1)
         attn = (q @ k.transpose(-2, -1)) * self.temperature
         out = attn.softmax(dim=-1) @ v
         return self.project_out(out.reshape(b, c, h, w))
+
+    def _attend_channels_last(self, qkv: torch.Tensor) -> torch.Tensor:
+        """The same attention on channels-last features, read as (batch, pixels, channels)
+        without reordering them in memory."""
+        b, c3, h, w = qkv.shape
+        heads, c = self.num_heads, c3 // 3
+        tokens = qkv.permute(0, 2, 3, 1).reshape(b, h * w, 3, heads, c // heads)
+        q, k, v = tokens.unbind(2)  # (b, pixels, heads, d)
+        q = F.normalize(q, dim=1)
+        k = F.normalize(k, dim=1)
+        attn = torch.einsum("bnhd,bnhe->bhde", q, k) * self.temperature
+        out = torch.einsum("bhde,bnhe->bnhd", attn.softmax(dim=-1), v)
+        return out.reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def gdfn_hidden(dim: int, expansion: float) -> int:
@@ -130,6 +150,8 @@ class TransformerBlock(nn.Module):
         self.branch = branch
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        if x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
         x = x + self.attn(self.norm1(x))
         x = x + self.ffn(self.norm2(x), ctx)
         if self.branch is not None:

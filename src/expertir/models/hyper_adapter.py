@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from expertir.models.blocks import is_channels_last
+
 
 def assemble_tokenwise(x: torch.Tensor, bases: torch.Tensor,
                        directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,6 +33,10 @@ def assemble_tokenwise(x: torch.Tensor, bases: torch.Tensor,
     per-token affinities ``<x_i, A_k>/sqrt(C)`` as (batch, rank, H, W).
     """
     b, c, h, w = x.shape
+    if is_channels_last(x):  # the same products on (b, N, C) tokens, without reordering memory
+        affinity = x.permute(0, 2, 3, 1).reshape(b, h * w, c) @ bases.transpose(1, 2) / math.sqrt(c)  # (b, N, r)
+        delta = affinity @ directions  # (b, N, C)
+        return delta.view(b, h, w, c).permute(0, 3, 1, 2), affinity.view(b, h, w, -1).permute(0, 3, 1, 2)
     affinity = bases @ x.reshape(b, c, h * w) / math.sqrt(c)  # (b, r, N)
     delta = directions.transpose(1, 2) @ affinity  # (b, C, N)
     return delta.reshape(b, c, h, w), affinity.reshape(b, -1, h, w)

@@ -18,9 +18,13 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """One multi-tensor ``lerp`` over all parameters (one call instead of one per tensor)."""
         params = dict(model.named_parameters())
+        mine, theirs = [], []
         for name, p in self.model.named_parameters():
-            p.lerp_(params[name].detach().to(p.dtype), 1.0 - self.decay)
+            mine.append(p)
+            theirs.append(params[name].detach().to(p.dtype))
+        torch._foreach_lerp_(mine, theirs, 1.0 - self.decay)
         buffers = dict(model.named_buffers())
         for name, b in self.model.named_buffers():
             b.copy_(buffers[name])

@@ -1,32 +1,48 @@
 """The training loop (issue 6 §2–5; recipe of ARCHITECTURE §6).
 
-One function, :func:`train`, runs a config on one CPU/GPU or, under ``torchrun``, as one
-process per device with DistributedDataParallel. Per optimizer step:
+:func:`train` runs a config on one CPU/GPU or, under ``torchrun``, as one process per
+device with DistributedDataParallel. It is four steps, each a function of this module:
 
-1. ``accum`` micro-batches; each computes ``loss = l1·L1(out, clean) + fft·L1(FFT(out),
-   FFT(clean)) + Σ_name aux[name]·L_name``, where ``L_name`` are the auxiliary losses the
-   model returns in ``aux["losses"]`` (already weighted by the model; ``loss.aux`` can
-   rescale them) — the trainer knows no model specifically;
-2. gradients averaged over devices (DDP) and micro-batches, clipped to ``grad_clip``;
-3. AdamW step, LR from :mod:`.schedule`, EMA update (:mod:`.ema`).
+* :func:`setup` builds a :class:`Run` — data, model, EMA, optimizer, schedule, logs —
+  and restores a checkpoint when resuming;
+* :func:`train_step` runs one optimizer step:
+
+  1. ``accum`` micro-batches; each computes ``loss = l1·L1(out, clean) + fft·L1(FFT(out),
+     FFT(clean)) + Σ_name aux[name]·L_name``, where ``L_name`` are the auxiliary losses the
+     model returns in ``aux["losses"]`` (already weighted by the model; ``loss.aux`` can
+     rescale them) — the trainer knows no model specifically;
+  2. gradients averaged over devices (DDP) and micro-batches, clipped to ``grad_clip``;
+  3. AdamW step, LR from :mod:`.schedule`, EMA update (:mod:`.ema`);
+
+* :func:`run_validation` and :func:`save_training_state`, every ``log.val_every`` and
+  ``log.ckpt_every`` steps (:func:`fit` is the loop that calls them and logs);
+* :func:`export` writes the final (EMA) weights with :func:`expertir.checkpoint.save_checkpoint`.
 
 Each loss term is logged separately. The effective batch (per device × devices ×
-accumulation) is printed and saved. Checkpoints (:mod:`.state`) every ``log.ckpt_every``
-steps and at the end; validation (:mod:`.data`, :mod:`.logs`) every ``log.val_every``;
-the final (EMA) weights are exported with :func:`expertir.checkpoint.save_checkpoint`.
+accumulation) is printed and saved.
+
+Speed on CPU (the README's training section has the measurements): the training patches
+are synthesised in ``data.workers`` worker processes (:func:`training_batches`) that run
+at a lower CPU priority with one thread each, so synthesis fills the gaps the compute
+threads leave instead of delaying the step; AdamW runs fused (one kernel per parameter
+instead of about ten) and the EMA update as one multi-tensor ``lerp``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import random
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -39,12 +55,15 @@ from expertir.models import build_model
 from expertir.training import distributed as dist_utils
 from expertir.training.config import save_config
 from expertir.training.data import EpochIndexed, StepSampler, build_dataset
+from expertir.training.distributed import DistInfo
 from expertir.training.ema import EMA
 from expertir.training.logs import RunLogger, plot_curves, save_grid
 from expertir.training.schedule import warmup_cosine
 from expertir.training.state import load_state, rng_state, save_state, set_rng_state
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: Niceness added to data worker processes: they take the CPU time the compute threads leave.
+WORKER_NICE = 10
 
 
 def fft_l1(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -107,20 +126,89 @@ def _describe_batch(per_device: int, world: int, accum: int) -> str:
             f"device{'s' if world > 1 else ''} × {accum} accumulation step{'s' if accum > 1 else ''}")
 
 
-def train(cfg: dict, resume: str | Path | bool | None = None, run_dir: str | Path | None = None) -> dict:
-    """Run a resolved config (see :mod:`.config`); returns a summary dict.
+def _init_data_worker(worker_id: int) -> None:
+    """Data workers yield the CPU to the compute threads (lower priority, one thread each)."""
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICE)
+    torch.set_num_threads(1)
+    import cv2
 
-    ``resume``: a ``last.pt`` path, or ``True`` for the run folder's ``last.pt``.
-    """
-    t, log_cfg = cfg["train"], cfg["log"]
-    info = dist_utils.setup(t["device"])
-    try:
-        return _train(cfg, t, log_cfg, info, resume, run_dir)
-    finally:
-        dist_utils.cleanup()
+    cv2.setNumThreads(1)
 
 
-def _train(cfg, t, log_cfg, info, resume, run_dir) -> dict:
+def training_batches(dataset, cfg: dict, info: DistInfo, start_step: int) -> Iterator[dict]:
+    """This process's batches of steps ``start_step ..`` (the order of :class:`StepSampler`),
+    on the device. With ``data.workers`` > 0 they are made in that many worker processes
+    (:func:`_init_data_worker`) while the model computes; the items do not depend on which
+    process makes them, so the batches are the same for any number of workers."""
+    t = cfg["train"]
+    device, on_gpu = info.device, info.device.type == "cuda"
+    dtype = torch.float64 if t["precision"] == "fp64" else torch.float32
+    sampler = StepSampler(len(dataset), t["steps"], t["batch_size"], info.world_size, info.rank,
+                          t["accum"], start_step)
+    workers = int(cfg["data"]["workers"])
+    loader = DataLoader(EpochIndexed(dataset), batch_size=t["batch_size"], sampler=sampler,
+                        num_workers=workers, pin_memory=on_gpu, drop_last=False,
+                        worker_init_fn=_init_data_worker if workers else None)
+    cpu_batches = iter(loader)  # starts the workers now, so they work while setup finishes
+
+    def on_device() -> Iterator[dict]:
+        for batch in cpu_batches:
+            x = batch["degraded"].to(device, dtype, non_blocking=True)
+            if t["channels_last"]:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield {"degraded": x, "clean": batch["clean"].to(device, dtype, non_blocking=True),
+                   "task": batch["task"].to(device)}
+
+    return on_device()
+
+
+@dataclass
+class Run:
+    """One training run: what :func:`setup` builds and the other steps use."""
+
+    cfg: dict
+    info: DistInfo
+    run_dir: Path
+    precision: str              # what actually runs (bf16/fp16 fall back to fp32 on CPU)
+    dtype: torch.dtype
+    model: nn.Module            # the bare model (its weights are saved)
+    net: nn.Module              # what a step calls: the model, wrapped in DDP and/or compiled
+    ddp: nn.Module              # the model or its DDP wrapper (for ``no_sync``)
+    ema: EMA | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    batches: Iterator[dict]
+    val: dict[str, dict]
+    data_summary: dict
+    start_step: int
+    logger: RunLogger | None
+    last_val: dict = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        return int(self.cfg["train"]["steps"])
+
+    @property
+    def effective_batch(self) -> int:
+        t = self.cfg["train"]
+        return t["batch_size"] * self.info.world_size * t["accum"]
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+    def autocast(self):
+        if self.precision in AUTOCAST:
+            return torch.autocast(self.info.device.type, dtype=AUTOCAST[self.precision])
+        return contextlib.nullcontext()
+
+
+def setup(cfg: dict, info: DistInfo, resume: str | Path | bool | None = None,
+          run_dir: str | Path | None = None) -> Run:
+    """Seed, build data, model, EMA, optimizer and schedule; resume from a checkpoint."""
+    t = cfg["train"]
     if t["threads"]:
         torch.set_num_threads(int(t["threads"]))
     if t["deterministic"]:
@@ -133,7 +221,6 @@ def _train(cfg, t, log_cfg, info, resume, run_dir) -> dict:
         precision = "fp32"
     dtype = torch.float64 if precision == "fp64" else torch.float32
     run_dir = Path(run_dir or Path(cfg["out_dir"]) / cfg["name"])
-    ckpt_path = run_dir / "last.pt"
     world, per_device, accum = info.world_size, t["batch_size"], t["accum"]
     effective = per_device * world * accum
 
@@ -166,13 +253,13 @@ def _train(cfg, t, log_cfg, info, resume, run_dir) -> dict:
         model = model.to(memory_format=torch.channels_last)
     ema = EMA(model, cfg["ema"]["decay"]) if cfg["ema"]["enabled"] else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(t["lr"]), betas=tuple(t["betas"]),
-                                  weight_decay=float(t["weight_decay"]))
+                                  weight_decay=float(t["weight_decay"]), fused=True)
     scheduler = warmup_cosine(optimizer, t["steps"], float(t["min_lr"]), int(t["warmup_steps"]))
     scaler = torch.amp.GradScaler("cuda", enabled=on_gpu and precision == "fp16")
 
     start_step = 0
     if resume:
-        path = ckpt_path if resume is True else Path(resume)
+        path = run_dir / "last.pt" if resume is True else Path(resume)
         state = load_state(path)
         model.load_state_dict(state["model"])
         if ema is not None and state.get("ema") is not None:
@@ -198,10 +285,6 @@ def _train(cfg, t, log_cfg, info, resume, run_dir) -> dict:
     if t["compile"]:
         net = torch.compile(ddp)
 
-    sampler = StepSampler(len(dataset), t["steps"], per_device, world, info.rank, accum, start_step)
-    loader = DataLoader(EpochIndexed(dataset), batch_size=per_device, sampler=sampler, num_workers=int(cfg["data"]["workers"]),
-                        pin_memory=on_gpu, drop_last=False)
-
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
@@ -214,110 +297,137 @@ def _train(cfg, t, log_cfg, info, resume, run_dir) -> dict:
         print(f"expertir: training {cfg['model']['name']} ({params / 1e6:.3f} M parameters) on {device}"
               f"{f' ×{world} processes' if world > 1 else ''}, {precision}; {_describe_batch(per_device, world, accum)}; "
               f"{t['steps']} steps; run folder {run_dir}")
-    logger = RunLogger(run_dir, start_step, bool(log_cfg["tensorboard"])) if info.is_main else None
+    logger = RunLogger(run_dir, start_step, bool(cfg["log"]["tensorboard"])) if info.is_main else None
+    return Run(cfg, info, run_dir, precision, dtype, model, net, ddp, ema, optimizer, scheduler, scaler,
+               training_batches(dataset, cfg, info, start_step), val, data_summary, start_step, logger)
 
-    def autocast():
-        if precision in AUTOCAST:
-            return torch.autocast(device.type, dtype=AUTOCAST[precision])
-        return contextlib.nullcontext()
 
-    def to_device(batch: dict) -> dict:
-        x = batch["degraded"].to(device, dtype, non_blocking=True)
-        if t["channels_last"]:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return {"degraded": x, "clean": batch["clean"].to(device, dtype, non_blocking=True),
-                "task": batch["task"].to(device)}
+def train_step(run: Run) -> dict[str, torch.Tensor]:
+    """One optimizer step; returns its loss terms (detached, float64, averaged over the
+    micro-batches) under ``"loss"`` and each term's name."""
+    t = run.cfg["train"]
+    accum = int(t["accum"])
+    sums: dict[str, torch.Tensor] = {}
+    for micro in range(accum):
+        batch = next(run.batches)
+        sync = micro == accum - 1 or not run.info.distributed
+        with (contextlib.nullcontext() if sync else run.ddp.no_sync()):
+            total, terms = loss_terms(run.net, batch, run.cfg["loss"], run.autocast)
+            run.scaler.scale(total / accum).backward()
+        for name, value in {"loss": total, **terms}.items():
+            sums[name] = sums.get(name, 0.0) + value.detach().double() / accum
+    if t["grad_clip"]:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), float(t["grad_clip"]))
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    if run.ema is not None:
+        run.ema.update(run.model)
+    return sums
 
-    def checkpoint(step: int) -> None:
-        rngs = _collect_rng(info)
-        if info.is_main:
-            save_state(ckpt_path, {
-                "step": step, "model": model.state_dict(), "ema": ema.state_dict() if ema else None,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "rng": rngs, "world_size": world,
-                "effective_batch": effective, "config": json.dumps(cfg)})
-            print(f"expertir: checkpoint step {step} -> {ckpt_path}", flush=True)
-        dist_utils.barrier(info)
 
-    last_val: dict = {}
+def run_validation(run: Run, step: int) -> None:
+    """Validate the EMA (or raw) weights, log per-task PSNR and save a sample grid."""
+    if run.info.is_main and run.val:
+        log_cfg = run.cfg["log"]
+        results, rows = validate(run.ema.model if run.ema else run.model, run.val, run.info.device, run.dtype,
+                                 run.cfg["train"]["channels_last"], grid_images=int(log_cfg["grid_images"]))
+        run.logger.log_val(step, results)
+        if rows:
+            save_grid(run.run_dir / "samples" / f"step{step:07d}.png", rows)
+        run.last_val = {task: {"psnr": round(p, 4), "input_psnr": round(q, 4)} for task, (p, q) in results.items()}
+        text = ", ".join(f"{task} {p:.2f} (input {q:.2f})" for task, (p, q) in results.items())
+        tqdm.write(f"expertir: step {step} validation PSNR dB: {text}")
+    dist_utils.barrier(run.info)
 
-    def run_validation(step: int) -> None:
-        nonlocal last_val
-        if info.is_main and val:
-            results, rows = validate(ema.model if ema else model, val, device, dtype, t["channels_last"],
-                                     grid_images=int(log_cfg["grid_images"]))
-            logger.log_val(step, results)
-            if rows:
-                save_grid(run_dir / "samples" / f"step{step:07d}.png", rows)
-            last_val = {task: {"psnr": round(p, 4), "input_psnr": round(q, 4)} for task, (p, q) in results.items()}
-            text = ", ".join(f"{task} {p:.2f} (input {q:.2f})" for task, (p, q) in results.items())
-            tqdm.write(f"expertir: step {step} validation PSNR dB: {text}")
-        dist_utils.barrier(info)
 
-    data_iter = iter(loader)
-    bar = tqdm(total=t["steps"], initial=start_step, disable=not (info.is_main and log_cfg["progress"]),
+def save_training_state(run: Run, step: int) -> None:
+    """Write ``last.pt`` (everything an exact resume needs; :mod:`.state`)."""
+    rngs = _collect_rng(run.info)
+    if run.info.is_main:
+        save_state(run.checkpoint_path, {
+            "step": step, "model": run.model.state_dict(), "ema": run.ema.state_dict() if run.ema else None,
+            "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(), "rng": rngs, "world_size": run.info.world_size,
+            "effective_batch": run.effective_batch, "config": json.dumps(run.cfg)})
+        print(f"expertir: checkpoint step {step} -> {run.checkpoint_path}", flush=True)
+    dist_utils.barrier(run.info)
+
+
+def fit(run: Run) -> None:
+    """Steps ``start_step .. steps - 1``: log every ``log.every`` steps (mean loss terms since
+    the last log, LR, images/s), validate and checkpoint on their schedules."""
+    log_cfg, info = run.cfg["log"], run.info
+    every, val_every, ckpt_every = int(log_cfg["every"]), int(log_cfg["val_every"]), int(log_cfg["ckpt_every"])
+    bar = tqdm(total=run.steps, initial=run.start_step, disable=not (info.is_main and log_cfg["progress"]),
                dynamic_ncols=True, desc="train")
     sums: dict[str, torch.Tensor] = {}
     counted, tick = 0, time.perf_counter()
-    net.train()
-    for step in range(start_step, t["steps"]):
-        for micro in range(accum):
-            batch = to_device(next(data_iter))
-            sync = micro == accum - 1 or not info.distributed
-            with (contextlib.nullcontext() if sync else ddp.no_sync()):
-                total, terms = loss_terms(net, batch, cfg["loss"], autocast)
-                scaler.scale(total / accum).backward()
-            for name, value in {"loss": total, **terms}.items():
-                sums[name] = sums.get(name, 0.0) + value.detach().double() / accum
-        if t["grad_clip"]:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), float(t["grad_clip"]))
-        lr = optimizer.param_groups[0]["lr"]
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        if ema is not None:
-            ema.update(model)
+    run.net.train()
+    for step in range(run.start_step, run.steps):
+        lr = run.optimizer.param_groups[0]["lr"]
+        for name, value in train_step(run).items():
+            sums[name] = sums.get(name, 0.0) + value
         counted += 1
         done = step + 1
         bar.update(1)
 
-        if done % int(log_cfg["every"]) == 0 or done == t["steps"]:
+        if done % every == 0 or done == run.steps:
             names = sorted(sums)
             means = dist_utils.mean_across(info, torch.stack([sums[n] for n in names]) / counted)
             values = dict(zip(names, means.tolist()))
-            if on_gpu:
-                torch.cuda.synchronize(device)
-            now = time.perf_counter()
-            values.update(lr=lr, images_per_s=counted * effective / (now - tick))
-            if logger:
-                logger.log_train(done, {k: values[k] for k in ["loss", *[n for n in names if n != "loss"], "lr", "images_per_s"]})
+            if info.device.type == "cuda":
+                torch.cuda.synchronize(info.device)
+            values.update(lr=lr, images_per_s=counted * run.effective_batch / (time.perf_counter() - tick))
+            if run.logger:
+                run.logger.log_train(done, {k: values[k] for k in ["loss", *[n for n in names if n != "loss"], "lr", "images_per_s"]})
                 bar.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{values['images_per_s']:.1f}")
             sums, counted, tick = {}, 0, time.perf_counter()
-        if done % int(log_cfg["val_every"]) == 0 and done != t["steps"]:
-            run_validation(done)
+        if done % val_every == 0 and done != run.steps:
+            run_validation(run, done)
             tick = time.perf_counter()
-        if done % int(log_cfg["ckpt_every"]) == 0 and done != t["steps"]:
-            checkpoint(done)
+        if done % ckpt_every == 0 and done != run.steps:
+            save_training_state(run, done)
             tick = time.perf_counter()
     bar.close()
+    if run.start_step < run.steps:
+        run_validation(run, run.steps)
+        save_training_state(run, run.steps)
 
-    final_step = max(start_step, t["steps"])
-    if start_step < t["steps"]:
-        run_validation(final_step)
-        checkpoint(final_step)
-    summary = {"run_dir": str(run_dir), "steps": final_step, "effective_batch": effective, "metrics": last_val}
-    if info.is_main:
-        exported = ema.model if ema else model
-        metadata = {"training": {"config": cfg, "steps": final_step, "seed": seed, "effective_batch": effective,
-                                 "devices": world, "precision": precision, "weights": "ema" if ema else "raw"},
-                    "data": data_summary, "metrics": {"validation_psnr": last_val}}
-        final = save_checkpoint(run_dir / "final.safetensors", exported.float(), cfg["model"]["name"], metadata)
+
+def export(run: Run) -> dict:
+    """Write ``final.safetensors`` (EMA weights), the curves and ``summary.json``; the summary."""
+    final_step = max(run.start_step, run.steps)
+    summary = {"run_dir": str(run.run_dir), "steps": final_step, "effective_batch": run.effective_batch,
+               "metrics": run.last_val}
+    if run.info.is_main:
+        cfg = run.cfg
+        exported = run.ema.model if run.ema else run.model
+        metadata = {"training": {"config": cfg, "steps": final_step, "seed": int(cfg["train"]["seed"]),
+                                 "effective_batch": run.effective_batch, "devices": run.info.world_size,
+                                 "precision": run.precision, "weights": "ema" if run.ema else "raw"},
+                    "data": run.data_summary, "metrics": {"validation_psnr": run.last_val}}
+        final = save_checkpoint(run.run_dir / "final.safetensors", exported.float(), cfg["model"]["name"], metadata)
         summary["checkpoint"] = str(final)
-        if (run_dir / "train.csv").is_file():
-            summary["curves"] = str(plot_curves(run_dir, title=f"{cfg['model']['name']} — {cfg['name']}"))
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        logger.close()
+        if (run.run_dir / "train.csv").is_file():
+            summary["curves"] = str(plot_curves(run.run_dir, title=f"{cfg['model']['name']} — {cfg['name']}"))
+        (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        run.logger.close()
         print(f"expertir: done: {final}")
     return summary
+
+
+def train(cfg: dict, resume: str | Path | bool | None = None, run_dir: str | Path | None = None) -> dict:
+    """Run a resolved config (see :mod:`.config`); returns a summary dict.
+
+    ``resume``: a ``last.pt`` path, or ``True`` for the run folder's ``last.pt``.
+    """
+    info = dist_utils.setup(cfg["train"]["device"])
+    try:
+        run = setup(cfg, info, resume, run_dir)
+        fit(run)
+        return export(run)
+    finally:
+        dist_utils.cleanup()
