@@ -24,8 +24,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -x --durations=10
 
+# The benchmark data folder (layouts: docs/data.md), e.g. make bench DATA=path/to/data
+DATA ?=
+
 bench: $(STAMP)
-	$(PY) -m expertir.cli.main bench all --data-root ../shared/data
+	@test -n "$(DATA)" || { echo "make bench needs DATA=path/to/benchmark/data"; exit 2; }
+	$(PY) -m expertir.cli.main bench all --data-root $(DATA)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -7,7 +7,7 @@ Every method trains from its config (``configs/tiny/<m>.yaml`` for ``--size tiny
 and the budget flags below are applied to all methods alike as dotted overrides.
 
 CPU, tiny presets, a few steps (minutes):
-    python benchmarks/equal_budget.py --size tiny --steps 50 --data-root ../shared/data
+    python benchmarks/equal_budget.py --size tiny --steps 50 --data-root DATA
 GPU, real budget, 4 GPUs per training run:
     python benchmarks/equal_budget.py --size base --benchmark aio3 --steps 150000 \
         --data-root data --nproc 4 --set train.precision=bf16
@@ -50,7 +50,7 @@ def main() -> int:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--size", default="tiny", choices=["tiny", "small", "base"])
     p.add_argument("--benchmark", default="aio3", help="eval benchmark spec and config family (aio3, aio5)")
-    p.add_argument("--data-root", default="../shared/data")
+    p.add_argument("--data-root", required=True)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -11,7 +11,7 @@ The memory a model needs per pixel is measured once per model and cached; a smal
 first fills that cache, so the timed runs show steady-state numbers (the one-time
 measurement is timed separately).
 
-    OMP_NUM_THREADS=1 python benchmarks/large_photo.py --data-root ../shared/data
+    OMP_NUM_THREADS=1 python benchmarks/large_photo.py --data-root DATA
     python benchmarks/large_photo.py --sizes 12 --models sler_ir_tiny,cea_tiny,restormer_tiny
 """
 
@@ -78,7 +78,7 @@ def check_output(src: Path, out: Path) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", default="../shared/data")
+    p.add_argument("--data-root", required=True)
     p.add_argument("--source", default="denoise/CBSD68/101085.png", help="image under --data-root")
     p.add_argument("--sizes", default="12,48", help="megapixels, from 12 and 48")
     p.add_argument("--models", default="",

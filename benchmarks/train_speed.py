@@ -264,7 +264,7 @@ def main() -> int:
     p.add_argument("--variant", action="append", default=[], metavar="NAME[:KEY=VALUE...]",
                    help="a variant (repeatable; default: this checkout as is)")
     p.add_argument("--config-dir", default="configs/shipped", help="where <model>.yaml recipes are")
-    p.add_argument("--data-root", default="../shared/data")
+    p.add_argument("--data-root", required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every variant")
     p.add_argument("--warmup", type=int, default=40, help="untimed steps before the turns (default 40)")
     p.add_argument("--turn", type=int, default=15, help="steps per turn (default 15)")

@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
                             description=f"Degrade every image of CLEAN_DIR and write a paired "
                                         f"{what} test set with a manifest.json, readable by "
                                         f"'expertir eval'.")
-        m.add_argument("clean_dir", help="folder of clean images (e.g. ../shared/data/denoise/Set12)")
+        m.add_argument("clean_dir", help="folder of clean images (e.g. DATA/denoise/Set12)")
         m.add_argument("-o", "--output", required=True, help="output folder")
         m.add_argument("--seed", type=int, default=0, help="seed of every degradation (default 0)")
         if name == "make-synthetic":

@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
         description="Train a model from a YAML config; KEY=VALUE arguments override config keys "
                     "(dotted, e.g. train.lr=1e-4 train.steps=2000 model.options.num_experts=8). "
                     "Multi-GPU / multi-node: launch the same command with torchrun.",
-        epilog="example: expertir train --config configs/tiny/sler_ir.yaml train.steps=300 data.root=../shared/data")
+        epilog="example: expertir train --config configs/tiny/sler_ir.yaml train.steps=300 data.root=DATA")
     p.add_argument("--config", required=True, help="YAML config (see configs/)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--out", help="run folder (default: OUT_DIR/NAME from the config)")

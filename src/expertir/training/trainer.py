@@ -1,4 +1,4 @@
-"""The training loop (issue 6 §2–5; recipe of ARCHITECTURE §6).
+"""The training loop (recipe: docs/design.md, "Protocol").
 
 :func:`train` runs a config on one CPU/GPU or, under ``torchrun``, as one process per
 device with DistributedDataParallel. It is four steps, each a function of this module:
