@@ -22,11 +22,11 @@ share of the idle ones.
 
 Examples (from the repository root; 2 threads per process as on the 2-core machine)::
 
-    python benchmarks/train_speed.py --models sler_ir_tiny cea_tiny restormer_tiny \\
+    python benchmarks/train_speed.py --data-root DATA --models sler_ir_tiny cea_tiny restormer_tiny \\
         --variant main:src=../main/src --variant branch
-    python benchmarks/train_speed.py --models sler_ir_tiny --variant w0:data.workers=0 \\
+    python benchmarks/train_speed.py --data-root DATA --models sler_ir_tiny --variant w0:data.workers=0 \\
         --variant w1:data.workers=1 --variant cl:train.channels_last=true
-    python benchmarks/train_speed.py --models restormer_tiny --variant spin:env.OMP_WAIT_POLICY=ACTIVE \\
+    python benchmarks/train_speed.py --data-root DATA --models restormer_tiny --variant spin:env.OMP_WAIT_POLICY=ACTIVE \\
         --variant passive:env.OMP_WAIT_POLICY=PASSIVE \\
         --busy "while :; do python -m expertir.cli.main restore src/expertir/samples/input -o /tmp/r --model sler_ir_tiny; done"
 """
