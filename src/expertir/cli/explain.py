@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from expertir.cli.options import add_model_options
 from expertir.errors import ExpertirError
 
 EPILOG = """examples:
@@ -35,12 +36,7 @@ def add_parser(sub) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="*", metavar="IMAGE", help="image files and/or folders")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="where figures and JSON go")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--model", metavar="NAME",
-                     help="registered model; uses its shipped weights (default: the shipped default model)")
-    src.add_argument("--weights", metavar="FILE", help="an expertir .safetensors checkpoint")
-    p.add_argument("--untrained", action="store_true",
-                   help="run --model with random weights (pipeline testing only)")
+    add_model_options(p, "pipeline testing only")
     p.add_argument("--layers", nargs="+", metavar="BLOCK",
                    help="blocks to map, e.g. encoder1.0 latent4.0 (default: SLER-IR the first block "
                         "of each stage, CEA the first and last adapted blocks)")

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from expertir.cli.options import add_model_options
 from expertir.errors import ExpertirError
 
 EPILOG = """examples:
@@ -41,12 +42,7 @@ def add_parser(sub) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="where restored images go")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--model", metavar="NAME",
-                     help="registered model; uses its shipped weights (default: the shipped default model)")
-    src.add_argument("--weights", metavar="FILE", help="an expertir .safetensors checkpoint")
-    p.add_argument("--untrained", action="store_true",
-                   help="run --model with random weights (pipeline testing only; output is not restored)")
+    add_model_options(p, "pipeline testing only; output is not restored")
     p.add_argument("--tile", type=tile_arg, default="auto", metavar="auto|0|N",
                    help="auto (default): whole image if it fits the memory budget, else the "
                         "largest tiles that fit; 0: whole image; N: tiles of N pixels")
