@@ -16,7 +16,8 @@ bar there that records the time and, after each turn, waits for its next one.
 
 ``--busy CMD`` measures a shared machine: each variant gets its own copy of CMD (started
 with the variant's source tree and environment, so a policy under test applies to both
-processes), which runs only during that variant's *busy* turns (SIGSTOP/SIGCONT); every
+processes; ``$PYTHON`` is this Python), which runs only during that variant's *busy* turns
+(SIGSTOP/SIGCONT); every
 variant alternates idle and busy turns, and the table adds the busy images/s and its
 share of the idle ones.
 
@@ -28,7 +29,7 @@ Examples (from the repository root; 2 threads per process as on the 2-core machi
         --variant w1:data.workers=1 --variant cl:train.channels_last=true
     python benchmarks/train_speed.py --data-root DATA --models restormer_tiny --variant spin:env.OMP_WAIT_POLICY=ACTIVE \\
         --variant passive:env.OMP_WAIT_POLICY=PASSIVE \\
-        --busy "while :; do python -m expertir.cli.main restore src/expertir/samples/input -o /tmp/r --model sler_ir_tiny; done"
+        --busy 'while :; do "$PYTHON" -m expertir.cli.main restore src/expertir/samples/input -o /tmp/r --model sler_ir_tiny; done'
 """
 
 from __future__ import annotations
@@ -155,7 +156,8 @@ class Load:
 
     def __init__(self, command: str, variant: Variant, log: Path):
         self.log = log.open("w")
-        self.proc = subprocess.Popen(["bash", "-c", command], cwd=ROOT, env=variant.environment(),
+        self.proc = subprocess.Popen(["bash", "-c", command], cwd=ROOT,
+                                     env={**variant.environment(), "PYTHON": sys.executable},
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         time.sleep(1.0)
         self.pause()
@@ -273,6 +275,7 @@ def main() -> int:
     p.add_argument("--settle", type=float, default=2.0, help="seconds the --busy command runs before a busy turn")
     p.add_argument("--out", default="runs/bench", help="folder for train_speed.md/.json and logs")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("train_speed: terminated"))  # still clean up
     if args.warmup < 1 or args.turn < 2 or args.rounds < 1:
         sys.exit("train_speed: --warmup ≥ 1, --turn ≥ 2 and --rounds ≥ 1")
     variants = [Variant.parse(v) for v in args.variant] or [Variant("branch", ROOT / "src")]

@@ -116,6 +116,16 @@ def test_sampler_gives_the_same_global_batches_for_any_world_size_and_resume_poi
     assert one[7] == (1, 0) and one[6] == (0, 6)  # draw p is item p mod L of epoch p // L
 
 
+def test_data_workers_do_not_change_the_batches(tmp_path):
+    runs = {}
+    for workers in (0, 2):
+        out = subprocess.run(_train_cmd(tmp_path / f"w{workers}", "train.steps=3", f"data.workers={workers}"),
+                             capture_output=True, text=True, env=_env(), timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        runs[workers] = _losses(tmp_path / f"w{workers}")
+    assert runs[0] == runs[2] and len(runs[0]) == 3
+
+
 # --------------------------------------------------------------------------- DDP
 def test_two_process_gloo_training_matches_one_process_with_same_global_batch(tmp_path):
     steps = ["train.steps=5", "train.seed=3"]

@@ -74,6 +74,21 @@ class LayerNorm2d(nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def conv1x1(x: torch.Tensor, conv: nn.Conv2d | torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """A 1×1 convolution (a module, or a weight and bias). On channels-last features it is
+    computed as a matrix product over the pixels, which on CPU is faster than oneDNN's 1×1
+    convolution, mostly in the backward pass (README, Training); the result is the same."""
+    if isinstance(conv, nn.Conv2d):
+        conv, bias = conv.weight, conv.bias
+    if is_channels_last(x):
+        return F.linear(x.permute(0, 2, 3, 1), conv.flatten(1), bias).permute(0, 3, 1, 2)
+    return F.conv2d(x, conv, bias)
+
+
 class MDTA(nn.Module):
     """Multi-Dconv head transposed attention (Restormer Sec. 3.1): attention across
     channels, so its cost is linear in the number of pixels."""
@@ -88,9 +103,9 @@ class MDTA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        qkv = self.qkv_dwconv(self.qkv(x))
+        qkv = self.qkv_dwconv(conv1x1(x, self.qkv))
         if is_channels_last(qkv):
-            return self.project_out(self._attend_channels_last(qkv))
+            return conv1x1(self._attend_channels_last(qkv), self.project_out)
         q, k, v = qkv.chunk(3, dim=1)
         q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w) for t in (q, k, v))
         q = F.normalize(q, dim=-1)
@@ -113,10 +128,6 @@ class MDTA(nn.Module):
         return out.reshape(b, h, w, c).permute(0, 3, 1, 2)
 
 
-def is_channels_last(x: torch.Tensor) -> bool:
-    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
 def gdfn_hidden(dim: int, expansion: float) -> int:
     return int(dim * expansion)
 
@@ -132,8 +143,8 @@ class GDFN(nn.Module):
         self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext | None = None) -> torch.Tensor:
-        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(x1) * x2)
+        x1, x2 = self.dwconv(conv1x1(x, self.project_in)).chunk(2, dim=1)
+        return conv1x1(F.gelu(x1) * x2, self.project_out)
 
 
 class TransformerBlock(nn.Module):

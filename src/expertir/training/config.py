@@ -40,7 +40,7 @@ DEFAULTS: dict = {
         "procedural": 0,          # >0: train on that many generated images instead (tests, smoke runs)
         "val_images": 4,          # clean images (or pairs) per task held out for validation
         "val_patch": 128,
-        "workers": 0,
+        "workers": 1,             # processes that synthesise training patches beside the compute threads (0: inline)
     },
     "train": {
         "steps": 1000,
