@@ -166,19 +166,18 @@ def _trim_heap() -> None:
 
 
 def can_measure(device: torch.device | str) -> bool:
-    """Whether :func:`forward_peak` works for ``device`` here."""
+    """Whether :func:`forward_peak` works for ``device`` here (asked without resetting this
+    process's peak: only a measurement may do that)."""
     device = torch.device(device)
     if device.type == "cuda":
         return True
     if device.type != "cpu" or not sys.platform.startswith("linux"):
         return False
     try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
         _proc_status("VmHWM")
-        return True
     except OSError:
         return False
+    return os.access("/proc/self/clear_refs", os.W_OK)
 
 
 @torch.inference_mode()
