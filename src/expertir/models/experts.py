@@ -19,12 +19,12 @@ convolution, and their output projections into one 1×1 convolution over the rou
 hidden features. Because ``Σ_j W_j (w_j ⊙ g_j) = [W_1 … W_E] [w_1 g_1; … ; w_E g_E]``, this is
 exactly ``Σ_j w_j · GDFN_j(x)``, in three large operations instead of three per expert plus
 the gathering and scattering of images per expert (measured in the README, Training).
-``expert_compute="sparse"`` (default) runs each expert only on the images of the batch in
-which it is chosen somewhere — images that choose the same experts run together, fused;
-``"dense"`` runs every expert on every image. GDFN's 3×3 depth-wise convolution needs each
-pixel's neighbours, so skipping at the level of single regions would need halos around
-every region; skipping whole images keeps the output identical to dense and costs nothing
-when all experts are used.
+``expert_compute="sparse"`` (default) leaves out the experts chosen nowhere in the batch
+and, when images choose few experts each (per-image routing), runs each image only with
+its own experts, images with the same experts together; ``"dense"`` runs every expert on
+every image. GDFN's 3×3 depth-wise convolution needs each pixel's neighbours, so skipping
+at the level of single regions would need halos around every region; skipping whole
+images keeps the output identical to dense.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ import torch.nn.functional as F
 from expertir.models.blocks import GDFN, BlockSite, ForwardContext, is_channels_last
 
 EXPERT_COMPUTE = ("sparse", "dense")
+#: Sparse compute groups images by their experts only when that leaves out more than this
+#: share of the expert work (gathering and scattering images costs time of its own).
+GROUPING_SAVING = 0.5
 
 
 class ExpertRouter(nn.Module):
@@ -97,11 +100,13 @@ class MixtureOfExpertsFFN(nn.Module):
         weights = upsample_routing(weights, x.shape[-2:])
         if self.compute == "dense":
             return gdfn_mixture(list(self.experts), x, weights)
-        # Sparse: images that choose the same experts run together, on those experts only.
+        # Sparse: one fused pass over the batch with the experts chosen anywhere in it, unless
+        # running images that choose the same experts together skips at least half of it.
         chosen = (weights > 0).flatten(2).any(2)  # B×E
+        union = chosen.any(0)
+        if int(chosen.sum()) > GROUPING_SAVING * len(x) * int(union.sum()):
+            return self._mixture(union, x, weights)
         patterns, group = chosen.unique(dim=0, return_inverse=True)
-        if len(patterns) == 1:
-            return self._mixture(patterns[0], x, weights)
         members = [(group == g).nonzero().squeeze(1) for g in range(len(patterns))]
         parts = [self._mixture(p, x[m], weights[m]) for p, m in zip(patterns, members)]
         order = torch.cat(members).argsort()
