@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from expertir.models.blocks import GDFN, BlockSite, ForwardContext, is_channels_last
+from expertir.models.blocks import GDFN, BlockSite, ForwardContext, conv1x1, is_channels_last
 
 EXPERT_COMPUTE = ("sparse", "dense")
 #: Sparse compute groups images by their experts only when that leaves out more than this
@@ -141,13 +141,13 @@ def gdfn_mixture(experts: list[GDFN], x: torch.Tensor, weights: torch.Tensor) ->
     w_in, b_in = stacked("project_in")
     w_dw, b_dw = stacked("dwconv")
     w_out = torch.cat([e.project_out.weight for e in experts], 1)
-    h = F.conv2d(x, w_in, b_in)
+    h = conv1x1(x, w_in, b_in)
     x1, x2 = F.conv2d(h, w_dw, b_dw, padding=1, groups=w_dw.shape[0]).chunk(2, dim=1)
     gated = F.gelu(x1) * x2
     if is_channels_last(gated):
         weights = weights.contiguous(memory_format=torch.channels_last)
     gated = (gated.view(b, n, hidden, height, width) * weights[:, :, None]).view(b, n * hidden, height, width)
-    out = F.conv2d(gated, w_out)
+    out = conv1x1(gated, w_out)
     if first.project_out.bias is not None:
         out = out + torch.einsum("behw,ec->bchw", weights,
                                  torch.stack([e.project_out.bias for e in experts]))
