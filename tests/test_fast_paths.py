@@ -54,24 +54,24 @@ def test_fused_experts_equal_the_weighted_sum_of_experts_run_one_by_one(bias, la
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
 
 
-def test_sparse_and_dense_expert_compute_agree_and_skip_unchosen_experts():
+def test_sparse_expert_compute_runs_each_image_on_its_own_experts_and_agrees_with_dense():
+    from expertir.models.blocks import ForwardContext
+
     torch.manual_seed(1)
     site = BlockSite("encoder", 1, 0, 16, 1)
     sparse = MixtureOfExpertsFFN(site, embed_dim=8, num_experts=4, top_k=1, compute="sparse")
     dense = MixtureOfExpertsFFN(site, embed_dim=8, num_experts=4, top_k=1, compute="dense")
+    with torch.no_grad():  # expert j's key is axis j: an embedding on axis j routes to expert j
+        sparse.router.keys.copy_(torch.eye(4, 8))
     dense.load_state_dict(sparse.state_dict())
-    with torch.no_grad():  # every region routed to expert 2
-        sparse.router.keys.copy_(torch.eye(4, 8) * 5)
-        dense.router.keys.copy_(sparse.router.keys)
-    emb = torch.zeros(2, 8, 2, 2)
-    emb[:, 2] = 1.0
-    x = torch.randn(2, 16, 32, 32)
-    from expertir.models.blocks import ForwardContext
-
-    out_sparse = sparse(x, ForwardContext(cond={"routing_embedding": emb}))
-    out_dense = dense(x, ForwardContext(cond={"routing_embedding": emb}))
+    emb = torch.zeros(3, 8, 2, 2)
+    emb[0, 2] = emb[1, 0] = emb[2, 2] = 1.0  # images 0 and 2 -> expert 2, image 1 -> expert 0
+    x = torch.randn(3, 16, 32, 32)
+    ctx = ForwardContext(cond={"routing_embedding": emb})
+    out_sparse, out_dense = sparse(x, ctx), dense(x, ctx)
     torch.testing.assert_close(out_sparse, out_dense, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(out_sparse, sparse.experts[2](x), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out_sparse[[0, 2]], sparse.experts[2](x[[0, 2]]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out_sparse[1:2], sparse.experts[0](x[1:2]), rtol=1e-5, atol=1e-6)
 
 
 def test_attention_and_assembly_give_the_same_result_on_channels_last_features():
