@@ -15,7 +15,7 @@ from expertir import __version__
 from expertir.errors import ExpertirError
 
 #: Command modules, in the order ``expertir --help`` lists them.
-COMMANDS = ["restore", "demo", "eval", "train", "data", "bench", "models"]
+COMMANDS = ["restore", "demo", "eval", "train", "data", "bench", "export", "models"]
 
 
 def build_parser() -> argparse.ArgumentParser:
