@@ -161,8 +161,8 @@ def test_eval_cli_puts_baselines_and_several_checkpoints_in_one_table(tmp_path, 
     assert main(["eval", "--method", "identity", "--weights", *map(str, files),
                  "--benchmark", f"paired:{tmp_path / 'pairs'}", "-o", str(out), "--device", "cpu"]) == 0
     methods = json.loads((out / "results.json").read_text())["methods"]
-    assert list(methods) == ["identity", "restormer_tiny", "restormer_tiny (run1/final)"]
-    assert methods["restormer_tiny"]["sets"] != methods["restormer_tiny (run1/final)"]["sets"]
+    assert list(methods) == ["identity", "restormer_tiny (run0/final)", "restormer_tiny (run1/final)"]
+    assert methods["restormer_tiny (run0/final)"]["sets"] != methods["restormer_tiny (run1/final)"]["sets"]
     assert main(["eval", "--benchmark", "aio3"]) == 2
     assert "say what to evaluate" in capsys.readouterr().err
 

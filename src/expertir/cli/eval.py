@@ -70,6 +70,8 @@ def _names(text: str | None) -> list[str]:
 def build_methods(args, device) -> list:
     """The evaluation methods named by --method, --model and --weights, in that order: one
     run (and one table) can hold classical baselines and any number of networks."""
+    from collections import Counter
+
     from expertir.checkpoint import read_metadata
     from expertir.evaluation import ModelMethod, make_classical
     from expertir.weights import load_pretrained
@@ -84,12 +86,11 @@ def build_methods(args, device) -> list:
         stem = Path(path).stem
         name = read_metadata(path).get("model", stem) if path.endswith(".safetensors") else stem
         networks.append((name, path))
-    taken = {m.name for m in methods}
+    counts = Counter([m.name for m in methods] + [name for name, _ in networks])
     tiles = {None: "", "auto": ", tiled where needed (auto)"}.get(args.tile, f", tiles of {args.tile}")
     for name, path in networks:
-        if name in taken:  # two checkpoints of one model: tell the rows apart by file
-            name = f"{name} ({Path(path).parent.name}/{Path(path).stem})" if path else name
-        taken.add(name)
+        if counts[name] > 1 and path:  # several rows of one model: every file row names its file
+            name = f"{name} ({Path(path).parent.name}/{Path(path).stem})"
         loaded = load_pretrained(None if path else name, path, args.untrained, device)
         methods.append(ModelMethod(name, loaded.model, f"{loaded.source}, on {device}{tiles}", args.tile, device))
     return methods
