@@ -14,7 +14,10 @@ and for g alone. Reported per image set:
 
 Usage::
 
-    python benchmarks/sler_ir_routing.py --data-root DATA [--weights FILE] [-o DIR]
+    python benchmarks/sler_ir_routing.py --data-root DATA [--weights FILE ...] [-o DIR]
+
+With several checkpoints, ``routing.json`` has one entry per checkpoint (named by its file, or by
+its run folder for a ``final.safetensors``) and the figure shows every example image once per checkpoint, one under the other.
 
 Image sets: the clean McMaster images, the clean CBSD68 images, and the 12 Rain100L inputs
 closest to their targets (light real rain). Writes ``routing.json`` and a figure
@@ -135,23 +138,16 @@ def figure(rows: list[tuple[str, np.ndarray, dict]], path: Path, num_tasks: int)
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", required=True, type=Path)
-    parser.add_argument("--weights", default=None, help="SLER-IR checkpoint (default: the shipped one)")
-    parser.add_argument("-o", "--output", default="runs/sler_ir_routing", type=Path)
-    parser.add_argument("--limit", type=int, default=None, help="images per set (default: all)")
-    args = parser.parse_args()
-    loaded = load_pretrained("sler_ir_tiny" if not args.weights else None, args.weights)
-    model = loaded.model
+def measure(model, sets: dict, limit: int | None, examples: int) -> tuple[dict, list]:
+    """The per-set statistics of one model, and its analyses of the first ``examples``
+    images of every set (for the figure)."""
     num_experts = len(next(iter(model.routed.values())).experts)
-    args.output.mkdir(parents=True, exist_ok=True)
-    summary, examples = {"model": loaded.source}, []
-    for set_name, images in image_sets(args.data_root).items():
+    summary, shown = {}, []
+    for set_name, images in sets.items():
         stats = {k: [] for k in ("disagree_prototype", "disagree_expert", "gate", "psnr")}
         stats.update({f"expert_{j}": [] for j in range(num_experts)})
         globals_ = []
-        for i, (name, img, target) in enumerate(images[: args.limit]):
+        for i, (name, img, target) in enumerate(images[:limit]):
             res = analyse(model, img)
             for key in ("disagree_prototype", "disagree_expert", "gate"):
                 stats[key].append(res[key])
@@ -161,15 +157,41 @@ def main() -> None:
             for j in range(num_experts):
                 forced = forced_expert_output(model, x, j)[0].permute(1, 2, 0).clamp(0, 1).numpy()
                 stats[f"expert_{j}"].append(psnr(forced, target))
-            if i < 2:
-                examples.append((f"{set_name.split(' (')[0]} {name}", img, res))
+            if i < examples:
+                shown.append((f"{set_name.split(' (')[0]} {name}", img, res))
         summary[set_name] = {k: float(np.mean([v for v in vals if v is not None])) if vals else None
                              for k, vals in stats.items()}
         summary[set_name]["images"] = len(stats["psnr"])
         summary[set_name]["global_prototypes"] = {p: globals_.count(p) for p in sorted(set(globals_))}
-        print(set_name, json.dumps(summary[set_name]))
+    return summary, shown
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-root", required=True, type=Path)
+    parser.add_argument("--weights", nargs="*", default=[],
+                        help="SLER-IR checkpoints, compared row by row (default: the shipped one)")
+    parser.add_argument("-o", "--output", default="runs/sler_ir_routing", type=Path)
+    parser.add_argument("--limit", type=int, default=None, help="images per set (default: all)")
+    parser.add_argument("--examples", type=int, default=2, help="images per set in the figure")
+    args = parser.parse_args()
+    sets = image_sets(args.data_root)
+    args.output.mkdir(parents=True, exist_ok=True)
+    summary, rows, num_tasks = {}, {}, 0
+    for path in args.weights or [None]:
+        loaded = load_pretrained(None if path else "sler_ir_tiny", path)
+        label = loaded.name if not path else (
+            Path(path).parent.name if Path(path).stem in ("final", "best", "ema") else Path(path).stem)
+        summary[label], shown = measure(loaded.model, sets, args.limit, args.examples)
+        summary[label]["model"] = loaded.source
+        num_tasks = max(num_tasks, len(loaded.model.prototypes()))
+        for set_name, stats in summary[label].items():
+            if isinstance(stats, dict):
+                print(label, "|", set_name, json.dumps(stats))
+        for i, (name, img, res) in enumerate(shown):  # the same image of every model together
+            rows.setdefault(i, []).append((f"{label}: {name}", img, res))
     (args.output / "routing.json").write_text(json.dumps(summary, indent=1) + "\n")
-    figure(examples, args.output / "routing.png", len(model.prototypes()))
+    figure([r for i in sorted(rows) for r in rows[i]], args.output / "routing.png", num_tasks)
     print(f"wrote {args.output / 'routing.json'} and {args.output / 'routing.png'}")
 
 
