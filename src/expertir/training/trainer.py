@@ -38,6 +38,7 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +63,6 @@ from expertir.training.schedule import warmup_cosine
 from expertir.training.state import load_state, rng_state, save_state, set_rng_state
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-#: Niceness added to data worker processes: they take the CPU time the compute threads leave.
-WORKER_NICE = 10
 
 
 def fft_l1(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -126,10 +125,10 @@ def _describe_batch(per_device: int, world: int, accum: int) -> str:
             f"device{'s' if world > 1 else ''} × {accum} accumulation step{'s' if accum > 1 else ''}")
 
 
-def _init_data_worker(worker_id: int) -> None:
-    """Data workers yield the CPU to the compute threads (lower priority, one thread each)."""
+def _init_data_worker(nice: int, worker_id: int) -> None:
+    """Data workers run one thread each, ``data.worker_nice`` below the training's priority."""
     with contextlib.suppress(OSError):
-        os.nice(WORKER_NICE)
+        os.nice(nice)
     torch.set_num_threads(1)
     import cv2
 
@@ -149,7 +148,7 @@ def training_batches(dataset, cfg: dict, info: DistInfo, start_step: int) -> Ite
     workers = int(cfg["data"]["workers"])
     loader = DataLoader(EpochIndexed(dataset), batch_size=t["batch_size"], sampler=sampler,
                         num_workers=workers, pin_memory=on_gpu, drop_last=False,
-                        worker_init_fn=_init_data_worker if workers else None)
+                        worker_init_fn=partial(_init_data_worker, int(cfg["data"]["worker_nice"])) if workers else None)
     cpu_batches = iter(loader)  # starts the workers now, so they work while setup finishes
 
     def on_device() -> Iterator[dict]:
