@@ -62,7 +62,7 @@ TRACE_SHAPE = (2, 3, 149, 163)
 CHECK_SIZES = ((64, 96), (141, 187))
 INPUT_NAME, OUTPUT_NAME = "image", "restored"
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples" / "input"
-CHECK_SAMPLE = "mixed_coffee.png"
+CHECK_SAMPLE = "mixed_cbsd68_102061.png"
 
 
 def _need_onnx():
