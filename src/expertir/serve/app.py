@@ -9,8 +9,8 @@ Design choices:
   linked to a Hugging Face bucket) is off. Every asset comes from this server.
 * **Upload**: a file box (``gr.File``), not an image box: Gradio's image box decodes the
   upload itself before the app sees it, and this app decodes with expertir's hardened reader
-  only. Gradio stores the upload in its own cache under a name it chooses, refuses files over
-  ``max_file_size`` and only hands over files from its upload folder.
+  only. Gradio stores the upload in its cache (in a folder named by the file's hash),
+  refuses files over ``max_file_size`` and hands over only files from its upload folder.
 * **Queue**: both triggers (a new upload, the Restore button) share one queue slot
   (``concurrency_limit=1``), and the queue holds at most ``QUEUE_SIZE`` waiting requests;
   more are refused with "queue is full" instead of piling up in memory.

@@ -14,7 +14,7 @@
   ran at once, so tests can check it.
 * **Files**: the server reads only the temporary file the web framework stored the upload
   in, and writes only into a folder of its own (``mkdtemp``) under fixed names; nothing a
-  client sends becomes part of a path. The newest ``KEEP_RESULTS`` results are kept.
+  client sends becomes part of a path it writes. The newest ``KEEP_RESULTS`` are kept.
 * **Errors** a user can fix are :class:`~expertir.errors.ExpertirError` with a one-line
   message that names the upload by its file name, never by a server path.
 """
