@@ -123,6 +123,35 @@ def test_read_errors_name_the_file_and_the_problem(tmp_path, content, reason):
     assert str(p) in str(exc.value) and "\n" not in str(exc.value)
 
 
+def png_header_only(width: int, height: int) -> bytes:
+    """A 100-byte PNG that claims ``width`` × ``height`` pixels (one row of data)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(bytes(width + 1))) + chunk(b"IEND", b""))
+
+
+def test_decompression_bombs_and_pixel_limits_are_refused_before_decoding(tmp_path):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header_only(20000, 20000))  # 400 megapixels in 100 bytes
+    with pytest.raises(ImageReadError, match="decompression bomb") as exc:
+        read_image(bomb)
+    assert str(bomb) in str(exc.value) and "\n" not in str(exc.value)
+    big = tmp_path / "big.png"
+    big.write_bytes(png_header_only(9000, 9000))
+    with pytest.raises(ImageReadError, match=r"9000×9000 \(81.0 MP\) is over the limit of 50.0 MP"):
+        read_image(big, max_pixels=50_000_000)
+    small = tmp_path / "small.png"
+    Image.fromarray(_u8(smooth_image(8, 12))).save(small)
+    assert read_image(small, max_pixels=96).rgb.shape == (8, 12, 3)
+    with pytest.raises(ImageReadError, match="over the limit"):
+        read_image(small, max_pixels=95)
+
+
 def test_help_texts(capsys):
     for argv in (["--help"], ["restore", "--help"], ["models", "--help"]):
         with pytest.raises(SystemExit) as exc:

@@ -80,8 +80,13 @@ def _read_16bit_colour(path: Path) -> np.ndarray | None:
     return arr[..., order].astype(np.float32) / 65535.0
 
 
-def read_image(path: str | Path) -> LoadedImage:
-    """Read any supported image; raise :class:`ImageReadError` with a one-line reason."""
+def read_image(path: str | Path, max_pixels: int | None = None) -> LoadedImage:
+    """Read any supported image; raise :class:`ImageReadError` with a one-line reason.
+
+    Images larger than Pillow's decompression-bomb limit are refused from their header,
+    before any pixel is decoded; ``max_pixels`` sets a lower limit of the caller's own
+    (``expertir serve`` uses it to cap the size of what a browser may send).
+    """
     path = Path(path)
     if not path.exists():
         raise ImageReadError(path, "no such file")
@@ -91,6 +96,9 @@ def read_image(path: str | Path) -> LoadedImage:
         raise ImageReadError(path, "empty file (0 bytes)")
     try:
         with Image.open(path) as im:
+            if max_pixels is not None and im.width * im.height > max_pixels:
+                raise ImageReadError(path, f"{im.width}×{im.height} ({im.width * im.height / 1e6:.1f} MP) "
+                                           f"is over the limit of {max_pixels / 1e6:.1f} MP")
             im.load()
             icc = im.info.get("icc_profile") or None
             sampling = JpegImagePlugin.get_sampling(im) if im.format == "JPEG" else -1
@@ -115,6 +123,8 @@ def read_image(path: str | Path) -> LoadedImage:
         raise
     except UnidentifiedImageError:
         raise ImageReadError(path, "not a recognised image file") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(path, f"refused as a possible decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "truncated" in reason.lower() or "image file is" in reason.lower():

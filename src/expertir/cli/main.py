@@ -18,7 +18,7 @@ from expertir.threads import set_openmp_defaults
 set_openmp_defaults()  # before any command loads torch (see expertir.threads)
 
 #: Command modules, in the order ``expertir --help`` lists them.
-COMMANDS = ["restore", "explain", "demo", "eval", "train", "data", "bench", "export", "models"]
+COMMANDS = ["restore", "explain", "demo", "serve", "eval", "train", "data", "bench", "export", "models"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -296,7 +296,7 @@ def _explain_cea(model, name: str, aux: dict, ex: Explanation, layers: list[str]
 def explain(image, model=None, weights: str | Path | None = None, *, untrained: bool = False,
             device: str | torch.device | None = None, layers: list[str] | None = None,
             max_aux_pixels: int = DEFAULT_MAX_AUX_PIXELS, name: str | None = None,
-            progress: bool = False) -> Explanation:
+            progress: bool = False, restore_options: dict | None = None) -> Explanation:
     """Restore ``image`` and explain what the model did (see the module docstring).
 
     ``image``: a file path, or an H x W x 3 float array in [0, 1]. ``model``: a registered
@@ -304,6 +304,8 @@ def explain(image, model=None, weights: str | Path | None = None, *, untrained: 
     :class:`~expertir.weights.Pretrained`; ``weights``: a checkpoint file instead.
     ``layers``: the blocks whose routing (SLER-IR) or affinities (CEA) to map.
     ``progress`` shows a bar while CEA's probe is fitted the first time.
+    ``restore_options``: keyword arguments for :func:`expertir.inference.restore` (e.g.
+    ``max_memory``, ``progress``, ``on_plan``).
     """
     from expertir.inference import restore, select_device
 
@@ -313,7 +315,7 @@ def explain(image, model=None, weights: str | Path | None = None, *, untrained: 
     rgb, label = _as_image(image)
     loaded = _as_pretrained(model, weights, untrained, device)
     net = loaded.model
-    output = restore(net, rgb, device=device)
+    output = restore(net, rgb, device=device, **(restore_options or {}))
     ex = Explanation(name or label, loaded.name, loaded.source, "plain", rgb, output, None)
     aux, ex.aux_scale, ex.aux_size = _recorded(net, rgb, max_aux_pixels, device)
     if "embedding_global" in aux and callable(getattr(net, "prototypes", None)):
