@@ -96,6 +96,8 @@ def acceptance_benchmark(data_root: str | Path, workdir: str | Path, limit: int 
             raise ExpertirError(f"benchmark {spec!r} gave {len(part.tasks)} sets, expected "
                                 f"{len(spec_roles)} ({', '.join(spec_roles)})")
         for ts, role in zip(part.tasks, spec_roles):
+            if role == "McMaster blur":
+                ts.name = "McMaster-blur"  # the subset is named by its task alone
             if limit is not None:
                 ts.pairs = ts.pairs[:limit]
             tasks.append(ts)
@@ -216,7 +218,7 @@ def judge(report, roles: dict[str, str], models: list[str], reference: str = "bm
     averages = {m: _average(report, roles, m) for m in models}
     harmless = [m for m in models if all(c.ok for c in checks[m] if c.group == "no harm")]
     measured = [r for r in TEST_ROLES if r in roles]
-    over = f"the mean PSNR over the {len(measured)} test columns measured"
+    over = f"mean PSNR over the {len(measured)} test columns measured"
     ranked = sorted((m for m in harmless if averages[m] is not None), key=lambda m: -averages[m])
     if ranked:
         default = ranked[0]
@@ -226,7 +228,8 @@ def judge(report, roles: dict[str, str], models: list[str], reference: str = "bm
         default = None
         best = max((m for m in models if averages[m] is not None), key=lambda m: averages[m], default=None)
         rule = ("default: **none by the rule**: no model passes every no-harm check"
-                + (f"; the best {over} regardless is {best} ({averages[best]:.2f} dB)" if best else ""))
+                + (f"; regardless of harm, the best {over} is {best}'s ({averages[best]:.2f} dB)"
+                   if best else ""))
     notes = []
     missing = [r for r in TEST_ROLES if r not in roles]
     if missing:
