@@ -167,7 +167,7 @@ def run(args) -> int:
 
     took = duration(time.time() - start)
     run_line = (f"Measured {date} on {machine} (device: {device}), in {took}, by "
-                f"`{command_line(args)}` (DATA: the benchmark folder; every row from the same run).")
+                f"`{public(command_line(args))}` (DATA: the benchmark folder; every row from the same run).")
     text = "\n".join([f"## Results of the shipped weights ({date})", "", run_line, "",
                       public(tables), "### Acceptance and default model", "", verdict_md])
     (out / "verdict.md").write_text(verdict_md, encoding="utf-8")
