@@ -16,6 +16,7 @@ docs/results.md and the Evaluation section of each shipped model card.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 import time
@@ -60,14 +61,18 @@ def parse_args(argv=None):
 
 
 class Public:
-    """Paths of this machine as the docs show them (DATA, RUNS, repository-relative)."""
+    """Paths of this machine as the docs show them: DATA, RUNS, OUT, repository-relative."""
 
     def __init__(self, args):
-        self.names = {str(Path(args.data_root).resolve()): "DATA", args.data_root.rstrip("/"): "DATA"}
-        if args.runs:
-            self.names.update({str(Path(args.runs).resolve()): "RUNS", args.runs.rstrip("/"): "RUNS"})
-        out = Path(args.output)
-        self.names[str(out.resolve())] = str(out) if not out.is_absolute() else "OUT"
+        self.names: dict[str, str] = {}
+        for given, name in ((args.data_root, "DATA"), (args.runs, "RUNS"), (args.output, None)):
+            if not given:
+                continue
+            path = Path(given)
+            name = name or (given if not path.is_absolute() else "OUT")
+            self.names[str(path.resolve())] = name
+            if "/" in given.strip("/") or path.is_absolute():  # a bare "." or "data" stays as it is
+                self.names[given.rstrip("/")] = name
         self.names[str(REPO) + "/"] = ""
 
     def __call__(self, text: str) -> str:
@@ -151,7 +156,7 @@ def run(args) -> int:
         if sample is not None:
             rows.append((role, task_set, sample))
     if rows:
-        figures["crops"] = crops_figure(rows, networks, out / "crops.png",
+        figures["Before/after crops of real test images"] = crops_figure(rows, networks, out / "crops.png",
                                         title="Crops of real test images; dB: PSNR of the whole image")
     if args.runs:
         for m in networks:
@@ -161,14 +166,15 @@ def run(args) -> int:
                 print(f"results: no training curves for {m.name}: {why}")
                 continue
             print(f"results: curves of {m.name} from {folder} ({why})")
-            stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in m.name)
-            figures[f"curves {m.name}"] = curves_figure(folder, out / f"curves_{stem}.png",
+            stem = re.sub(r"[^A-Za-z0-9.-]+", "_", m.name).strip("_")
+            figures[f"Training curves of {m.name}"] = curves_figure(folder, out / f"curves_{stem}.png",
                                                         title=f"{m.name}: {public(str(folder))}")
 
     took = duration(time.time() - start)
     run_line = (f"Measured {date} on {machine} (device: {device}), in {took}, by "
                 f"`{public(command_line(args))}` (DATA: the benchmark folder; every row from the same run).")
-    text = "\n".join([f"## Results of the shipped weights ({date})", "", run_line, "",
+    heading = "the shipped weights" + (" and candidates" if args.weights else "")
+    text = "\n".join([f"## Results of {heading} ({date})", "", run_line, "",
                       public(tables), "### Acceptance and default model", "", verdict_md])
     (out / "verdict.md").write_text(verdict_md, encoding="utf-8")
     (out / "results_section.md").write_text(text, encoding="utf-8")
