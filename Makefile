@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export MALLOC_MMAP_THRESHOLD_ := 1000000000000
 export MALLOC_TRIM_THRESHOLD_ := 1000000000000
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench results install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,18 @@ DATA ?=
 bench: $(STAMP)
 	@test -n "$(DATA)" || { echo "make bench needs DATA=path/to/benchmark/data"; exit 2; }
 	$(PY) -m expertir.cli.main bench all --data-root $(DATA)
+
+# Every results table, the acceptance verdict, the model cards' evaluations and the figures,
+# from one evaluation run (docs/evaluation.md): make results DATA=path [RUNS=path/to/runs]
+# [WEIGHTS="candidate.safetensors ..."]. Rewrites docs/results.md's generated block and the
+# shipped model cards; tables and figures also go to runs/results.
+RUNS    ?=
+WEIGHTS ?=
+
+results: $(STAMP)
+	@test -n "$(DATA)" || { echo "make results needs DATA=path/to/benchmark/data"; exit 2; }
+	$(PY) tools/results.py --data-root $(DATA) -o runs/results --write-docs \
+		$(if $(RUNS),--runs $(RUNS)) $(if $(WEIGHTS),--weights $(WEIGHTS))
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

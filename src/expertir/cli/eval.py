@@ -67,38 +67,9 @@ def _names(text: str | None) -> list[str]:
     return list(dict.fromkeys(n.strip() for n in (text or "").split(",") if n.strip()))
 
 
-def build_methods(args, device) -> list:
-    """The evaluation methods named by --method, --model and --weights, in that order: one
-    run (and one table) can hold classical baselines and any number of networks."""
-    from collections import Counter
-
-    from expertir.checkpoint import read_metadata
-    from expertir.evaluation import ModelMethod, make_classical
-    from expertir.weights import load_pretrained
-
-    if not (args.method or args.model or args.weights):
-        raise ExpertirError("say what to evaluate: --weights FILE, --model NAME or --method M")
-    if args.untrained and not args.model:
-        raise ExpertirError("--untrained goes with --model")
-    methods = [make_classical(n, sigma=args.sigma) for n in _names(args.method)]
-    networks = [(name, None) for name in _names(args.model)]
-    for path in dict.fromkeys(args.weights):
-        stem = Path(path).stem
-        name = read_metadata(path).get("model", stem) if path.endswith(".safetensors") else stem
-        networks.append((name, path))
-    counts = Counter([m.name for m in methods] + [name for name, _ in networks])
-    tiles = {None: "", "auto": ", tiled where needed (auto)"}.get(args.tile, f", tiles of {args.tile}")
-    for name, path in networks:
-        if counts[name] > 1 and path:  # several rows of one model: every file row names its file
-            name = f"{name} ({Path(path).parent.name}/{Path(path).stem})"
-        loaded = load_pretrained(None if path else name, path, args.untrained, device)
-        methods.append(ModelMethod(name, loaded.model, f"{loaded.source}, on {device}{tiles}", args.tile, device))
-    return methods
-
-
 def run(args) -> int:
     from expertir.data.benchmarks import load_benchmarks
-    from expertir.evaluation import evaluate, to_markdown, write_tables
+    from expertir.evaluation import build_methods, evaluate, to_markdown, write_tables
     from expertir.inference import select_device
 
     if args.tile is not None and args.tile != "auto" and args.tile <= 0:
@@ -107,7 +78,8 @@ def run(args) -> int:
     benchmark = load_benchmarks(args.benchmark, args.data_root, layout=args.layout)
     for line in benchmark.missing:
         print(f"expertir: missing: {line}")
-    methods = build_methods(args, device)
+    methods = build_methods(_names(args.method), _names(args.model), args.weights, args.untrained,
+                            args.sigma, args.tile, device)
     label = "_".join(m.name for m in methods)
     outdir = Path(args.output or Path("runs") / "eval" /
                   re.sub(r"[^A-Za-z0-9._=-]+", "_", f"{'+'.join(args.benchmark)}_{label}"))

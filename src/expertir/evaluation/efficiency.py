@@ -89,6 +89,20 @@ def median_latency_ms(model: nn.Module, size: int, runs: int = 5, warmup: int = 
     return interleaved_latencies_ms([model], size, runs, warmup, device)[0]
 
 
+def cpu_name() -> str:
+    """The CPU model as the OS names it (``/proc/cpuinfo`` on Linux), else the platform's."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def preset_names() -> list[str]:
     """Every registered preset (``restormer_tiny`` ...), and families that have no preset."""
     from expertir.models import list_models, resolve

@@ -105,15 +105,19 @@ class EvalReport:
 
 
 class ModelMethod:
-    """A restoration network as an evaluation method (whole image, or tiled with ``tile``)."""
+    """A restoration network as an evaluation method (whole image, or tiled with ``tile``).
+
+    ``pretrained``: the :class:`~expertir.weights.Pretrained` it came from, if any (its
+    file and metadata: what a model card or a training-curve lookup needs)."""
 
     def __init__(self, name: str, model, description: str = "", tile: int | None = None,
-                 device=None):
+                 device=None, pretrained=None):
         self.name = name
         self.model = model
         self.description = description or name
         self.tile = tile
         self.device = device
+        self.pretrained = pretrained
 
     def applies_to(self, task_set) -> bool:
         return True  # all-in-one: one network for every task, no label

@@ -33,7 +33,9 @@ def _restoration_columns(report: EvalReport) -> list:
     return [c for c in report.columns if c.task != "clean"]
 
 
-def _average(report: EvalReport, method: str) -> tuple[float | None, float | None]:
+def average(report: EvalReport, method: str) -> tuple[float | None, float | None]:
+    """Mean PSNR and SSIM of ``method`` over the restoration columns (the table's Average);
+    ``(None, None)`` unless it ran on every one of them."""
     scores = report.scores[method]
     cells = [scores.get(c.key) for c in _restoration_columns(report)]
     if not cells or any(s is None or s.psnr is None for s in cells):
@@ -46,7 +48,7 @@ def _cells(report: EvalReport, method: str) -> list[tuple[float | None, float | 
     for col in report.columns:
         score = report.scores[method].get(col.key)
         out.append((score.psnr, score.ssim) if score is not None else (None, None))
-    return out + [_average(report, method)]
+    return out + [average(report, method)]
 
 
 def _worse_cells(report: EvalReport, method: str) -> list[str]:
@@ -139,7 +141,7 @@ def to_dict(report: EvalReport) -> dict:
                 "images": [{"name": i.name, "psnr": i.psnr, "ssim": i.ssim, "input_psnr": i.input_psnr,
                             "made_worse": i.made_worse, "seam": i.seam} for i in score.images],
             }
-        avg_p, avg_s = _average(report, method)
+        avg_p, avg_s = average(report, method)
         rows[method] = {"description": desc, "sets": cells,
                         "average": None if avg_p is None else {"psnr": avg_p, "ssim": avg_s}}
     return {
