@@ -126,6 +126,18 @@ def test_data_workers_do_not_change_the_batches(tmp_path):
     assert runs[0] == runs[2] and len(runs[0]) == 3
 
 
+def test_a_data_worker_starts_after_opencv_ran_threaded_in_the_trainer(tmp_path):
+    """OpenCV's thread pool is not copied into a forked worker: had the training process
+    started it, the worker's first parallel OpenCV call would wait forever."""
+    warm_pool = ("import cv2, numpy, sys; cv2.setNumThreads(2); "
+                 "cv2.GaussianBlur(numpy.ones((1500, 1500, 3), numpy.float32), (31, 31), 5); "
+                 "from expertir.cli.main import main; sys.exit(main(sys.argv[1:]))")
+    cmd = [sys.executable, "-c", warm_pool] + _train_cmd(tmp_path / "w1", "train.steps=3", "data.workers=1")[3:]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len(_losses(tmp_path / "w1")) == 3
+
+
 # --------------------------------------------------------------------------- DDP
 def test_two_process_gloo_training_matches_one_process_with_same_global_batch(tmp_path):
     steps = ["train.steps=5", "train.seed=3"]

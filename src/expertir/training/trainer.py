@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn as nn
@@ -126,13 +127,11 @@ def _describe_batch(per_device: int, world: int, accum: int) -> str:
 
 
 def _init_data_worker(nice: int, worker_id: int) -> None:
-    """Data workers run one thread each, ``data.worker_nice`` below the training's priority."""
+    """Data workers run one thread each, ``data.worker_nice`` below the training's priority.
+    (OpenCV is already single-threaded: :func:`setup` made it so before the fork.)"""
     with contextlib.suppress(OSError):
         os.nice(nice)
     torch.set_num_threads(1)
-    import cv2
-
-    cv2.setNumThreads(1)
 
 
 def training_batches(dataset, cfg: dict, info: DistInfo, start_step: int) -> Iterator[dict]:
@@ -222,6 +221,11 @@ def setup(cfg: dict, info: DistInfo, resume: str | Path | bool | None = None,
     run_dir = Path(run_dir or Path(cfg["out_dir"]) / cfg["name"])
     world, per_device, accum = info.world_size, t["batch_size"], t["accum"]
     effective = per_device * world * accum
+
+    # OpenCV synthesises patches on one thread, beside torch's: its own thread pool would
+    # compete with torch's threads, and a data worker forked from a process whose pool has
+    # started hangs in its first parallel OpenCV call (the pool's threads are not copied).
+    cv2.setNumThreads(1)
 
     # Seeds: model init and anything random in the model.
     seed = int(t["seed"])
