@@ -41,7 +41,7 @@ DEFAULTS: dict = {
         "val_images": 4,          # clean images (or pairs) per task held out for validation
         "val_patch": 128,
         "workers": 1,             # processes that synthesise training patches beside the compute threads (0: inline)
-        "worker_nice": 10,        # niceness added to those processes (0: same priority as training)
+        "worker_nice": 0,         # niceness added to those processes (above 0 they starve on a busy machine)
     },
     "train": {
         "steps": 1000,

@@ -21,11 +21,11 @@ device with DistributedDataParallel. It is four steps, each a function of this m
 Each loss term is logged separately. The effective batch (per device × devices ×
 accumulation) is printed and saved.
 
-Speed on CPU (the README's training section has the measurements): the training patches
-are synthesised in ``data.workers`` worker processes (:func:`training_batches`) that run
-at a lower CPU priority with one thread each, so synthesis fills the gaps the compute
-threads leave instead of delaying the step; AdamW runs fused (one kernel per parameter
-instead of about ten) and the EMA update as one multi-tensor ``lerp``.
+Speed on CPU (measured in docs/training.md): the training patches are synthesised in
+``data.workers`` worker processes (:func:`training_batches`), one thread each, at the
+training's priority (``data.worker_nice`` lowers it; a worker below the other processes of
+a busy machine starves and the step waits for it); AdamW runs fused (one kernel per
+parameter instead of about ten) and the EMA update as one multi-tensor ``lerp``.
 """
 
 from __future__ import annotations
