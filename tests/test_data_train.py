@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from expertir.data.tasks import TASK_IDS
-from expertir.data.train import (PairSource, TrainDataset, balanced_labels, build_train_dataset,
-                                 dihedral)
+from expertir.data.train import (PairSource, SynthSource, TrainDataset, balanced_labels,
+                                 build_train_dataset, dihedral)
 from expertir.errors import ExpertirError
 from expertir.imageio import save_rgb
 
@@ -162,3 +162,26 @@ def test_a_mismatched_training_pair_is_named_in_one_line(tmp_path):
     ds = TrainDataset({"lowlight": PairSource(pairs)}, patch_size=32, length=2)
     with pytest.raises(ExpertirError, match="training pair sizes differ"):
         ds[0]
+
+
+def test_synthesis_context_degrades_a_larger_crop_and_keeps_its_centre():
+    """A synthesised degradation sees the image around the patch (a blur near the patch
+    border mixes in real neighbours, not reflected ones); the patch is the context's centre
+    and stays aligned with its target."""
+    image = np.random.default_rng(3).random((96, 96, 3)).astype(np.float32)
+    seen = []
+
+    def record(img, seed):
+        seen.append(img.copy())
+        return img * 0.5
+
+    source = SynthSource([image], record, "one random image")
+    for context, size in ((0, 32), (16, 32), (64, 64)):
+        seen.clear()
+        item = TrainDataset({"deblur": source}, patch_size=32, length=4, synth_context=context)[1]
+        assert [s.shape for s in seen] == [(size, size, 3)]
+        assert item["degraded"].shape == item["clean"].shape == (3, 32, 32)
+        top = (size - 32) // 2
+        centre = torch.from_numpy(seen[0][top:top + 32, top:top + 32].transpose(2, 0, 1).copy())
+        torch.testing.assert_close(item["clean"], centre)
+        torch.testing.assert_close(item["degraded"], item["clean"] * 0.5)

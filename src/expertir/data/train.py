@@ -2,7 +2,10 @@
 
 :class:`TrainDataset` draws, for every index, a task (by configurable ratios), an image of
 that task, a ``patch_size`` crop at the same place in the degraded and clean image, and one
-of the 8 dihedral transforms (identity included). Each item is
+of the 8 dihedral transforms (identity included). A synthesised degradation is applied to a
+larger crop (``synth_context`` px) whose centre is then kept, so that blur kernels, haze
+fields and rain streaks see real image content around the patch, as they do on a full
+photo, rather than reflected borders. Each item is
 ``{"degraded": 3×P×P float tensor, "clean": 3×P×P, "task": int}`` where ``task`` is the
 index in :data:`~expertir.data.tasks.TASK_IDS` — for the training losses only; the model
 never receives it at test time.
@@ -147,7 +150,8 @@ class TrainDataset(Dataset):
     """
 
     def __init__(self, sources: dict[str, object], ratios: dict[str, float] | None = None,
-                 patch_size: int = 128, length: int = 10_000, seed: int = 0):
+                 patch_size: int = 128, length: int = 10_000, seed: int = 0,
+                 synth_context: int = 0):
         if not sources:
             raise ExpertirError("no training sources given")
         self.sources = {task: _as_source(src) for task, src in sources.items()}
@@ -163,6 +167,7 @@ class TrainDataset(Dataset):
             raise ExpertirError(f"task ratios must be ≥ 0 and not all 0, got {ratios}")
         self.ratios = {t: float(r) for t, r in ratios.items() if r > 0}
         self.patch_size = int(patch_size)
+        self.synth_context = max(int(synth_context), self.patch_size)
         self.length = int(length)
         self.seed = int(seed)
         self.epoch = 0
@@ -183,8 +188,8 @@ class TrainDataset(Dataset):
             self._schedule = (self.epoch, labels)
         return self._schedule[1]
 
-    def _crop(self, rng: np.random.Generator, *images: np.ndarray) -> list[np.ndarray]:
-        p = self.patch_size
+    def _crop(self, rng: np.random.Generator, *images: np.ndarray, size: int | None = None) -> list[np.ndarray]:
+        p = size or self.patch_size
         images = [_pad_to(im, p) for im in images]
         h, w = images[0].shape[:2]
         y, x = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
@@ -204,10 +209,15 @@ class TrainDataset(Dataset):
                                     f"vs {clean_ref} {clean.shape[:2]}")
             degraded, clean = (to_float(dihedral(im, k)) for im in self._crop(rng, degraded, clean))
         else:
-            clean = to_float(dihedral(self._crop(rng, load_training_image(src.pick(rng)))[0], k))
+            size = self.synth_context
+            clean = to_float(dihedral(self._crop(rng, load_training_image(src.pick(rng)), size=size)[0], k))
             clean = np.ascontiguousarray(clean)
             fn = src.fn or SYNTHESIZERS[task]
             degraded = fn(clean, int(rng.integers(2**31)))
+            if size > self.patch_size:
+                top = (size - self.patch_size) // 2
+                keep = np.s_[top:top + self.patch_size, top:top + self.patch_size]
+                degraded, clean = degraded[keep], clean[keep]
         return {
             "degraded": torch.from_numpy(np.ascontiguousarray(degraded.transpose(2, 0, 1), np.float32)),
             "clean": torch.from_numpy(np.ascontiguousarray(clean.transpose(2, 0, 1), np.float32)),
@@ -417,6 +427,7 @@ def _share_for(colour_share, task: str) -> float | None:
 
 def build_train_dataset(data_root, tasks: Sequence[str], ratios: dict[str, float] | None = None,
                         patch_size: int = 128, length: int = 10_000, seed: int = 0,
+                        synth_context: int = 0,
                         layout: str = "auto", use_skimage_photos: bool = False,
                         colour_share: float | dict | None = None, rain: str = "auto",
                         val_images: int = 0, val_patch: int = 128) -> TrainingData:
@@ -483,5 +494,6 @@ def build_train_dataset(data_root, tasks: Sequence[str], ratios: dict[str, float
         if val_images > 0:
             kind = held_pool.colour if (share is None or share >= 0.5) and held_pool.colour else held_pool.gray
             validation[task] = synthesised_validation(task, fn, kind or held_pool.colour, val_patch)
-    dataset = TrainDataset(sources, ratios, patch_size=patch_size, length=length, seed=seed)
+    dataset = TrainDataset(sources, ratios, patch_size=patch_size, length=length, seed=seed,
+                           synth_context=synth_context)
     return TrainingData(dataset, validation, report + [f"warning: {p}" for p in found.problems])

@@ -32,6 +32,7 @@ DEFAULTS: dict = {
         "tasks": ["denoise_15", "denoise_25", "denoise_50", "derain", "dehaze"],
         "ratios": {},             # task -> weight; empty: equal
         "patch": 128,
+        "synth_context": 0,       # px around a synthesised patch that its degradation sees (0: the patch alone)
         "length": 10000,          # items per dataset epoch
         "skimage_photos": False,  # add scikit-image's bundled colour photos to the clean images
         "colour_share": None,     # share of draws given to colour images: a number, or task -> number

@@ -87,7 +87,7 @@ def build_dataset(data_cfg: dict, seed: int) -> TrainingData:
     describes."""
     tasks = list(data_cfg["tasks"])
     common = {"ratios": data_cfg["ratios"] or None, "patch_size": int(data_cfg["patch"]),
-              "length": int(data_cfg["length"]), "seed": seed}
+              "synth_context": int(data_cfg["synth_context"]), "length": int(data_cfg["length"]), "seed": seed}
     val_images, val_patch = int(data_cfg["val_images"]), int(data_cfg["val_patch"])
     if data_cfg["procedural"]:
         images = procedural_images(int(data_cfg["procedural"]), size=max(96, int(data_cfg["patch"]) + 32))
