@@ -76,6 +76,10 @@ def test_crop_window_shows_the_degraded_detail():
     degraded[0:48, 96:160] += 0.2  # degraded around it
     ys, xs = crop_window(degraded, clean, 32)
     assert 0 <= ys.start <= 16 and 96 <= xs.start <= 112 and ys.stop - ys.start == 32
+    dark = np.full((96, 160, 3), 0.9, np.float32)  # low light: a bright flat wall, detail elsewhere
+    dark[40:96, 0:60] = np.random.default_rng(2).uniform(0.2, 0.6, (56, 60, 3))
+    ys, xs = crop_window(dark * 0.1, dark, 32)
+    assert ys.start >= 40 and xs.stop <= 60
     ys, xs = crop_window(clean, clean, 200)  # clean input: the detail alone; crop fits the image
     assert ys.stop - ys.start == xs.stop - xs.start == 96 and xs.start <= 100 and xs.stop >= 140
 

@@ -162,8 +162,10 @@ def _window_sums(values: np.ndarray, size: int, ys: list[int], xs: list[int]) ->
 
 def crop_window(degraded: np.ndarray, clean: np.ndarray, size: int = CROP) -> tuple[slice, slice]:
     """The ``size``-pixel window (on a stride of size/4) with the most to show: the largest
-    product of the target's detail (gradient energy) and the input's difference from the
-    target, both summed over the window; for a clean input, the most detail alone."""
+    product of the target's detail (gradient energy) and the input's relative difference
+    from the target (|input − target| / (target + 0.05)), both summed over the window. The
+    relative difference lets a dark photo show its detail rather than its brightest flat
+    wall; for a clean input, the most detail alone decides."""
     h, w = clean.shape[:2]
     size = min(size, h, w)
     stride = max(1, size // 4)
@@ -173,7 +175,8 @@ def crop_window(degraded: np.ndarray, clean: np.ndarray, size: int = CROP) -> tu
     detail = np.zeros_like(g)
     detail[:-1, :-1] = np.abs(np.diff(g, axis=0))[:, :-1] + np.abs(np.diff(g, axis=1))[:-1]
     score = _window_sums(detail, size, ys, xs)
-    diff = np.abs(degraded.astype(np.float32) - clean.astype(np.float32)).mean(axis=2)
+    clean = clean.astype(np.float32)
+    diff = (np.abs(degraded.astype(np.float32) - clean) / (clean + 0.05)).mean(axis=2)
     if diff.any():
         score = score * _window_sums(diff, size, ys, xs)
     i, j = np.unravel_index(int(np.argmax(score)), score.shape)
