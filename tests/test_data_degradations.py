@@ -145,6 +145,10 @@ def test_layer_rain_brightens_saturates_at_white_and_is_seeded(tmp_path):
     assert np.allclose(D.layer_rain(white, 3, bank, blur=0.0, veil=0.0), 1.0)  # screen blend
     fn = D.LayerRain(bank)
     assert np.array_equal(fn(img, 5), fn(img, 5)) and not np.array_equal(fn(img, 5), fn(img, 6))
+    for seed in range(8):  # default draws: between the streaks the image is left as it was
+        out = fn(img, seed)
+        away = (out - img).max(axis=2) < 1 / 255
+        assert away.mean() > 0.2 and np.abs(out - img)[away].max() < 1 / 255
     with pytest.raises(ExpertirError, match="streak layer"):
         D.layer_rain(img, 0, D.StreakLayers([]))
 

@@ -207,13 +207,15 @@ def layer_rain(img: Image, seed: int, layers: StreakLayers, intensity: float | N
     """Rain from real streak layers: ``O = 1 − (1 − B')(1 − a·S)``, a screen blend that
     brightens the background like real streaks and saturates at white.
 
-    S is :func:`layer_streaks`; ``a`` (``intensity``) scales it; ``B'`` is the clean image
-    with an optional loss of contrast towards its mean brightness (``veil``: the light
-    scattered by the rain), and the result is optionally blurred slightly (``blur``, the
-    std of a Gaussian in pixels: streaks out of focus). Drawn from the seed when ``None``:
-    intensity U(0.5, 1.0), blur 0 or U(0.3, 0.8) px (half the time), veil 0 or
-    U(0, 0.08) (half the time). These ranges were chosen by comparing with the Rain100L
-    inputs (contact sheet ``docs/rain_synthesis.png``).
+    S is :func:`layer_streaks`; ``a`` (``intensity``) scales it; the streaks are optionally
+    blurred slightly (``blur``, the std of a Gaussian in pixels: streaks out of focus).
+    ``B'`` is the clean image, with an optional loss of contrast towards its mean brightness
+    (``veil``: light scattered by heavy rain). Drawn from the seed when ``None``: intensity
+    U(0.5, 1.0), blur 0 or U(0.3, 0.8) px (half the time); no veil. Between the streaks the
+    image is the clean one, as in the Rain100L inputs, whose pixels away from the streaks
+    equal their targets (same mean, contrast and high-frequency energy to 0.1 %): a veil or
+    a blur of the whole image would teach a model to sharpen and add contrast to every rainy
+    photo.
     """
     img = _check(img)
     if not len(layers):
@@ -221,12 +223,12 @@ def layer_rain(img: Image, seed: int, layers: StreakLayers, intensity: float | N
     rng = _rng(seed)
     intensity = rng.uniform(0.5, 1.0) if intensity is None else intensity
     blur = (rng.uniform(0.3, 0.8) if rng.random() < 0.5 else 0.0) if blur is None else blur
-    veil = (rng.uniform(0.0, 0.08) if rng.random() < 0.5 else 0.0) if veil is None else veil
+    veil = 0.0 if veil is None else veil
     streaks = float(intensity) * layer_streaks(layers, img.shape[:2], rng)
+    if blur > 0:
+        streaks = cv2.GaussianBlur(streaks, (0, 0), float(blur))
     base = img * (1.0 - veil) + veil * img.mean() if veil > 0 else img
     out = 1.0 - (1.0 - base) * (1.0 - streaks[..., None])
-    if blur > 0:
-        out = cv2.GaussianBlur(out, (0, 0), float(blur))
     return _finish(out)
 
 
