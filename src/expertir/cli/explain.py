@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from expertir.cli.jobs import collect_jobs, job_summary, unique_path
 from expertir.cli.options import add_model_options
 from expertir.errors import ExpertirError
 
@@ -54,19 +55,9 @@ def add_parser(sub) -> None:
 
 def explain_jobs(inputs: list[str], outdir: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
     """(image, output path without suffix) pairs; ``a.png`` and ``a.jpg`` get distinct names."""
-    from expertir.cli.restore import collect_jobs
-
     jobs, errors = collect_jobs(inputs, outdir)
-    out, taken = [], set()
-    for src, dst in jobs:
-        base, n = dst.with_suffix(""), 2
-        stem = base
-        while stem in taken:
-            stem = base.with_name(f"{base.name}_{n}")
-            n += 1
-        taken.add(stem)
-        out.append((src, stem))
-    return out, errors
+    taken: set[Path] = set()
+    return [(src, unique_path(dst.with_suffix(""), taken)) for src, dst in jobs], errors
 
 
 def run(args) -> int:
@@ -136,12 +127,7 @@ def run_images(args, loaded, jobs, failures, device) -> int:
             failures.append(msg)
             tqdm.write(f"expertir: error: {msg}")
     bar.close()
-    seconds = time.perf_counter() - start
-    print(f"explained {done} of {len(jobs)} image(s) into {args.output} in {seconds:.1f} s"
-          + (f"; {len(failures)} failed:" if failures else ""))
-    for line in failures:
-        print(f"  {line}")
-    return 1 if failures else 0
+    return job_summary("explained", done, len(jobs), args.output, time.perf_counter() - start, failures)
 
 
 def run_sphere(args, loaded, device) -> int:

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from expertir.cli.jobs import collect_jobs, job_summary
 from expertir.cli.options import add_model_options
 from expertir.errors import ExpertirError
 
@@ -77,33 +78,6 @@ def memory_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def collect_jobs(inputs: list[str], outdir: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """(input file, output file) pairs, and one error line per input that yields nothing."""
-    from expertir.imageio import IMAGE_EXTENSIONS, list_images
-
-    jobs, errors, taken = [], [], set()
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files = list_images(path)
-            if not files:
-                errors.append(f"{path}: folder contains no images ({', '.join(IMAGE_EXTENSIONS)})")
-            pairs = [(f, outdir / path.resolve().name / f.relative_to(path)) for f in files]
-        elif path.exists():
-            pairs = [(path, outdir / path.name)]
-        else:
-            errors.append(f"{path}: no such file or folder")
-            continue
-        for src, dst in pairs:
-            base, n = dst, 2
-            while dst in taken:  # two inputs with the same name: keep both
-                dst = base.with_name(f"{base.stem}_{n}{base.suffix}")
-                n += 1
-            taken.add(dst)
-            jobs.append((src, dst))
-    return jobs, errors
-
-
 def run(args) -> int:
     from tqdm import tqdm
 
@@ -149,9 +123,4 @@ def run(args) -> int:
             tqdm.write(f"expertir: error: {msg}")
     tiles.close()
     bar.close()
-    seconds = time.perf_counter() - start
-    print(f"restored {done} of {len(jobs)} image(s) into {outdir} in {seconds:.1f} s"
-          + (f"; {len(failures)} failed:" if failures else ""))
-    for line in failures:
-        print(f"  {line}")
-    return 1 if failures else 0
+    return job_summary("restored", done, len(jobs), outdir, time.perf_counter() - start, failures)
