@@ -191,3 +191,24 @@ def test_run_killed_by_sigkill_and_resumed_ends_bit_identical(tmp_path):
     # The logs read as one run.
     assert [r["step"] for r in _losses(run)] == list(range(1, 25))
     assert _losses(run)[-1]["loss"] == _losses(tmp_path / "full")[-1]["loss"]
+
+
+def test_a_milestone_export_holds_the_ema_weights_of_last_pt(tmp_path):
+    """tools/export_milestone.py writes what final.safetensors would hold at that step."""
+    from expertir.checkpoint import read_metadata
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = tmp_path / "run"
+    out = subprocess.run(_train_cmd(run, "train.steps=3", "data.workers=0", "ema.decay=0.5"),
+                         capture_output=True, text=True, env=_env(), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    done = subprocess.run([sys.executable, "tools/export_milestone.py", str(run), "-o", str(tmp_path / "m.safetensors")],
+                          capture_output=True, text=True, env=_env(), timeout=300, cwd=root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    milestone, final = load_file(tmp_path / "m.safetensors"), load_file(run / "final.safetensors")
+    assert milestone.keys() == final.keys() and all(torch.equal(milestone[k], final[k]) for k in final)
+    meta = read_metadata(tmp_path / "m.safetensors")["training"]
+    assert meta["steps"] == meta["planned_steps"] == 3 and meta["milestone"]
+    bad = subprocess.run([sys.executable, "tools/export_milestone.py", str(tmp_path)],
+                         capture_output=True, text=True, env=_env(), timeout=300, cwd=root)
+    assert bad.returncode != 0 and "last.pt" in bad.stderr and "Traceback" not in bad.stderr
