@@ -102,6 +102,7 @@ def analyse(model, img: np.ndarray) -> dict:
         "gate_map": None if gate is None else gate[0, 0].numpy(),
         "gate": None if gate is None else float(gate.mean()),
         "expert_map": aux["routing"][first_block][0].argmax(0).numpy(),
+        "num_experts": int(aux["routing"][first_block].shape[1]),
         "expert_block": first_block,
     }
 
@@ -115,10 +116,10 @@ def figure(rows: list[tuple[str, np.ndarray, dict]], path: Path, num_tasks: int)
     fig, axes = plt.subplots(len(rows), 5, figsize=(15, 3.0 * len(rows)), squeeze=False)
     cmap = plt.get_cmap("tab10", num_tasks)
     for r, (name, img, res) in enumerate(rows):
-        panels = [(img, f"{name}: input"), (res["output"], "output")]
+        panels = [(img, f"{name}\ninput"), (res["output"], "output")]
         for ax, (im, title) in zip(axes[r][:2], panels):
             ax.imshow(im)
-            ax.set_title(title, fontsize=9)
+            ax.set_title(title, fontsize=8)
         im = axes[r][2].imshow(res["prototype_map"], cmap=cmap, vmin=-0.5, vmax=num_tasks - 0.5)
         axes[r][2].set_title(f"nearest prototype per region (global: {res['global_prototype']})", fontsize=8)
         cbar = fig.colorbar(im, ax=axes[r][2], ticks=range(num_tasks), fraction=0.046)
@@ -127,8 +128,9 @@ def figure(rows: list[tuple[str, np.ndarray, dict]], path: Path, num_tasks: int)
             im = axes[r][3].imshow(res["gate_map"], cmap="viridis", vmin=0, vmax=1)
             fig.colorbar(im, ax=axes[r][3], fraction=0.046)
         axes[r][3].set_title("GLGF gate (1 = global decides)", fontsize=8)
-        im = axes[r][4].imshow(res["expert_map"], cmap="Set2")
-        fig.colorbar(im, ax=axes[r][4], fraction=0.046)
+        n = res["num_experts"]
+        im = axes[r][4].imshow(res["expert_map"], cmap=plt.get_cmap("Set2", n), vmin=-0.5, vmax=n - 0.5)
+        fig.colorbar(im, ax=axes[r][4], ticks=range(n), fraction=0.046)
         axes[r][4].set_title(f"top-1 expert, block {res['expert_block']}", fontsize=8)
         for ax in axes[r]:
             ax.set_xticks([])
