@@ -153,6 +153,25 @@ def test_layer_rain_brightens_saturates_at_white_and_is_seeded(tmp_path):
         D.layer_rain(img, 0, D.StreakLayers([]))
 
 
+def test_layer_rain_intensity_range_and_procedural_share(tmp_path):
+    bank = _streak_bank(tmp_path)
+    img = np.full((48, 64, 3), 0.3, np.float32)
+    default = D.LayerRain(bank)
+    for seed in range(4):  # the default range is the layer_rain default: same draws
+        assert np.array_equal(default(img, seed), D.layer_rain(img, seed, bank))
+    strong = D.LayerRain(bank, intensity=(1.5, 2.0))
+    brighten = lambda fn: np.mean([(fn(img, s) - img).mean() for s in range(6)])  # noqa: E731
+    assert brighten(strong) > 1.2 * brighten(default)
+    assert strong(img, 0).max() <= 1.0
+    mixed = D.LayerRain(bank, procedural_share=0.5)
+    kinds = [np.array_equal(mixed(img, s), D.rain(img, s)) for s in range(40)]
+    assert 8 < sum(kinds) < 32  # about half procedural, chosen by the seed
+    assert all(np.array_equal(mixed(img, s), default(img, s)) for s, k in enumerate(kinds) if not k)
+    for bad in ({"intensity": (0.0, 1.0)}, {"intensity": (1.0, 0.5)}, {"procedural_share": 1.5}):
+        with pytest.raises(ExpertirError):
+            D.LayerRain(bank, **bad)
+
+
 def test_clean_synthesizer_is_the_identity():
     img = np.random.default_rng(1).uniform(0, 1, (8, 8, 3)).astype(np.float32)
     assert np.array_equal(D.SYNTHESIZERS["clean"](img, 0), img)

@@ -203,7 +203,8 @@ def layer_streaks(layers: StreakLayers, shape: tuple[int, int], rng: np.random.G
 
 
 def layer_rain(img: Image, seed: int, layers: StreakLayers, intensity: float | None = None,
-               blur: float | None = None, veil: float | None = None) -> Image:
+               blur: float | None = None, veil: float | None = None,
+               intensity_range: Sequence[float] = (0.5, 1.0)) -> Image:
     """Rain from real streak layers: ``O = 1 − (1 − B')(1 − a·S)``, a screen blend that
     brightens the background like real streaks and saturates at white.
 
@@ -211,7 +212,7 @@ def layer_rain(img: Image, seed: int, layers: StreakLayers, intensity: float | N
     blurred slightly (``blur``, the std of a Gaussian in pixels: streaks out of focus).
     ``B'`` is the clean image, with an optional loss of contrast towards its mean brightness
     (``veil``: light scattered by heavy rain). Drawn from the seed when ``None``: intensity
-    U(0.5, 1.0), blur 0 or U(0.3, 0.8) px (half the time); no veil. Between the streaks the
+    U(``intensity_range``), by default U(0.5, 1.0); blur 0 or U(0.3, 0.8) px (half the time); no veil. Between the streaks the
     image is the clean one, as in the Rain100L inputs, whose pixels away from the streaks
     equal their targets (same mean, contrast and high-frequency energy to 0.1 %): a veil or
     a blur of the whole image would teach a model to sharpen and add contrast to every rainy
@@ -221,10 +222,10 @@ def layer_rain(img: Image, seed: int, layers: StreakLayers, intensity: float | N
     if not len(layers):
         raise ExpertirError("layer_rain needs at least one streak layer")
     rng = _rng(seed)
-    intensity = rng.uniform(0.5, 1.0) if intensity is None else intensity
+    intensity = rng.uniform(*intensity_range) if intensity is None else intensity
     blur = (rng.uniform(0.3, 0.8) if rng.random() < 0.5 else 0.0) if blur is None else blur
     veil = 0.0 if veil is None else veil
-    streaks = float(intensity) * layer_streaks(layers, img.shape[:2], rng)
+    streaks = np.minimum(float(intensity) * layer_streaks(layers, img.shape[:2], rng), 1.0)
     if blur > 0:
         streaks = cv2.GaussianBlur(streaks, (0, 0), float(blur))
     base = img * (1.0 - veil) + veil * img.mean() if veil > 0 else img
@@ -233,16 +234,30 @@ def layer_rain(img: Image, seed: int, layers: StreakLayers, intensity: float | N
 
 
 class LayerRain:
-    """``fn(img, seed)``: :func:`layer_rain` with a bank of real streak layers; picklable."""
+    """``fn(img, seed)``: :func:`layer_rain` with a bank of real streak layers; picklable.
 
-    def __init__(self, layers: StreakLayers):
-        self.layers = layers
+    ``intensity``: the range ``(lo, hi)`` the streak weight ``a`` is drawn from (uniform).
+    ``procedural_share``: the share of draws that use the procedural :func:`rain` instead,
+    chosen from the seed (a mix of both streak kinds)."""
+
+    def __init__(self, layers: StreakLayers, intensity: Sequence[float] = (0.5, 1.0),
+                 procedural_share: float = 0.0):
+        lo, hi = (float(v) for v in intensity)
+        if not 0.0 < lo <= hi:
+            raise ExpertirError(f"rain intensity must be a range 0 < lo <= hi, not {tuple(intensity)}")
+        if not 0.0 <= procedural_share <= 1.0:
+            raise ExpertirError(f"procedural rain share must be in [0, 1], not {procedural_share}")
+        self.layers, self.intensity, self.procedural_share = layers, (lo, hi), float(procedural_share)
 
     def __call__(self, img: Image, seed: int) -> Image:
-        return layer_rain(img, seed, self.layers)
+        if self.procedural_share and _rng(sub_seed(seed, 2)).random() < self.procedural_share:
+            return rain(img, seed)
+        return layer_rain(img, seed, self.layers, intensity_range=self.intensity)
 
     def __repr__(self) -> str:
-        return f"LayerRain({len(self.layers)} layers)"
+        lo, hi = self.intensity
+        extra = f", {self.procedural_share:.0%} procedural streaks" if self.procedural_share else ""
+        return f"{len(self.layers)} real streak layers (weight U({lo:g}, {hi:g}){extra})"
 
 
 # --------------------------------------------------------------------------- haze

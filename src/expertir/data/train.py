@@ -430,6 +430,7 @@ def build_train_dataset(data_root, tasks: Sequence[str], ratios: dict[str, float
                         synth_context: int = 0,
                         layout: str = "auto", use_skimage_photos: bool = False,
                         colour_share: float | dict | None = None, rain: str = "auto",
+                        rain_intensity: Sequence[float] = (0.5, 1.0), rain_procedural_share: float = 0.0,
                         val_images: int = 0, val_patch: int = 128) -> TrainingData:
     """Find training data under ``data_root`` (one folder or a list) for ``tasks``.
 
@@ -437,7 +438,9 @@ def build_train_dataset(data_root, tasks: Sequence[str], ratios: dict[str, float
     ``lowlight``, ``derain/*train*`` …), otherwise its synthesizer on the clean images;
     ``clean`` (an undegraded image, target itself) always uses the clean images. Rain is
     composited from real streak layers when a ``rain-streaks/<SET>`` folder is found
-    (``rain="auto"`` or ``"layers"``), else drawn procedurally (``"procedural"``).
+    (``rain="auto"`` or ``"layers"``; streak weight drawn from ``rain_intensity``, and a
+    ``rain_procedural_share`` of the draws procedural instead), else drawn procedurally
+    (``"procedural"``).
     ``colour_share``: the share of draws given to colour images, one number for all tasks
     or a mapping task → share (key ``default`` for the rest); ``None`` draws every image
     equally. ``val_images`` clean images of each kind (and real pairs) are held out of
@@ -458,7 +461,7 @@ def build_train_dataset(data_root, tasks: Sequence[str], ratios: dict[str, float
         for line in bank.problems:
             report.append(f"warning: {line}")
         if len(bank):
-            rain_fn = LayerRain(bank)
+            rain_fn = LayerRain(bank, rain_intensity, rain_procedural_share)
         elif rain == "layers":
             raise ExpertirError(f"data.rain=layers but no readable rain-streak layers under {where} "
                                 f"(expected rain-streaks/<SET>/*.png)")
@@ -487,8 +490,7 @@ def build_train_dataset(data_root, tasks: Sequence[str], ratios: dict[str, float
         sources[task] = pool.source(fn, share, f"synthesised on {clean_desc}")
         how = {"clean": "left undegraded (target = input)"}.get(task, "synthesised on the fly")
         if task == "derain":
-            how += (f" with {len(rain_fn.layers)} real streak layers" if rain_fn is not None
-                    else " with procedural streaks")
+            how += f" with {rain_fn!r}" if rain_fn is not None else " with procedural streaks"
         shares = "" if share is None else f", colour drawn {share:.0%}"
         report.append(f"{task}: {how} from {len(pool)} clean images{shares}: {clean_desc}")
         if val_images > 0:

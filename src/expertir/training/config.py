@@ -38,6 +38,8 @@ DEFAULTS: dict = {
         "colour_share": None,     # share of draws given to colour images: a number, or task -> number
                                   # (key "default" for the rest); None: every image equally likely
         "rain": "auto",           # auto | layers (real streak layers) | procedural
+        "rain_intensity": [0.5, 1.0],  # range of the streak-layer weight (uniform)
+        "rain_procedural_share": 0.0,  # with layers: share of rain draws that use procedural streaks
         "procedural": 0,          # >0: train on that many generated images instead (tests, smoke runs)
         "val_images": 4,          # clean images (or pairs) per task held out for validation
         "val_patch": 128,

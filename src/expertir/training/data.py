@@ -103,4 +103,6 @@ def build_dataset(data_cfg: dict, seed: int) -> TrainingData:
     return build_train_dataset(data_cfg["root"], tasks, layout=data_cfg["layout"],
                                use_skimage_photos=bool(data_cfg["skimage_photos"]),
                                colour_share=data_cfg["colour_share"], rain=data_cfg["rain"],
+                               rain_intensity=data_cfg["rain_intensity"],
+                               rain_procedural_share=float(data_cfg["rain_procedural_share"]),
                                val_images=val_images, val_patch=val_patch, **common)
