@@ -3,7 +3,8 @@
 Row 1: real Rain100L inputs (test images, shown, never trained on). Row 2: clean training
 images with rain composited from real streak layers (the default). Row 3: the same images
 with procedural streaks (the fallback). Same crop size everywhere, so streak scale compares.
-It also prints, for 20 images of each kind, how rain changes an image: mean brightening,
+It also prints, for 20 images of each kind (and for layer rain with the shipped recipe's
+streak weights), how rain changes an image: mean brightening,
 share of pixels brightened by more than 20/255, the 99th percentile of the change, and
 how far the pixels away from the streaks (changed by less than 8/255, with a 2-px margin)
 stay from the clean image (mean |change| and the ratio of high-frequency energy).
@@ -61,6 +62,8 @@ def main() -> None:
         [(load_rgb(p), load_rgb(p.parent.parent / "norain" / p.name.replace("rain-", "norain-"))) for p in rainy]))
     print("layer rain:     ", rain_statistics([(deg.layer_rain(c, i, layers), c) for i, c in enumerate(stats_clean)]))
     print("procedural rain:", rain_statistics([(deg.rain(c, i), c) for i, c in enumerate(stats_clean)]))
+    strong = deg.LayerRain(layers, intensity=(0.8, 1.6))  # the shipped recipe's weights
+    print("layer rain, weights U(0.8, 1.6):", rain_statistics([(strong(c, i), c) for i, c in enumerate(stats_clean)]))
     rows = [("real rain (Rain100L inputs)", real),
             ("real streak layers composited (default)", [deg.layer_rain(c, i, layers) for i, c in enumerate(clean)]),
             ("procedural streaks (fallback)", [deg.rain(c, i) for i, c in enumerate(clean)])]
