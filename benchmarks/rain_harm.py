@@ -45,16 +45,20 @@ def main() -> int:
 
     from tqdm import tqdm
 
+    from expertir.data.benchmarks import load_benchmark
     from expertir.errors import ExpertirError
-    from expertir.imageio import list_images, load_rgb
     from expertir.inference import restore
     from expertir.weights import load_pretrained
 
-    rain_dir = Path(args.data_root) / "derain" / "Rain100L" / "rain"
-    rainy = list_images(rain_dir, recursive=False)
-    if not rainy:
-        sys.exit(f"rain_harm: no Rain100L inputs in {rain_dir}")
-    rainy = rainy[: args.limit] if args.limit else rainy
+    try:  # the benchmark's derain set (Rain100L), whole images (no crop)
+        bench = load_benchmark("derain", args.data_root, crop=None)
+    except ExpertirError as exc:
+        sys.exit(f"rain_harm: {exc}")
+    if not bench.tasks or not len(bench.tasks[0]):
+        sys.exit(f"rain_harm: no Rain100L pairs under {args.data_root} ({'; '.join(bench.missing)})")
+    rain_set = bench.tasks[0]
+    if args.limit:
+        rain_set.pairs = rain_set.pairs[: args.limit]
     try:
         models = ([(f"{m} (shipped)", load_pretrained(m)) for m in args.model]
                   + [(f"{Path(w).parent.name}/{Path(w).name}", load_pretrained(weights=w)) for w in args.weights])
@@ -62,15 +66,14 @@ def main() -> int:
         sys.exit(f"rain_harm: {exc}")
     if not models:
         sys.exit("rain_harm: name at least one --model or --weights")
-    print(f"{len(rainy)} Rain100L pairs from {rain_dir}")
+    print(f"{len(rain_set)} {rain_set.name} pairs from {rain_set.path}")
     print("| model | PSNR in → out | made worse | streaks: error in → out | elsewhere: error in → out | contrast in / out |")
     print("|---|---:|---:|---:|---:|---:|")
     for label, loaded in models:
         rows = []
-        for path in tqdm(rainy, desc=label, leave=False):
-            target = load_rgb(path.parent.parent / "norain" / path.name.replace("rain-", "norain-"))
-            image = load_rgb(path)
-            rows.append(split_errors(image, np.clip(restore(loaded.model, image), 0, 1), target))
+        for sample in tqdm(rain_set, total=len(rain_set), desc=label, leave=False):
+            output = np.clip(restore(loaded.model, sample.degraded), 0, 1)
+            rows.append(split_errors(sample.degraded, output, sample.clean))
         m = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
         worse = sum(r["psnr_out"] < r["psnr_in"] for r in rows)
         print(f"| {label} | {m['psnr_in']:.2f} → {m['psnr_out']:.2f} | {worse}/{len(rows)} | "
