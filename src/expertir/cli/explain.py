@@ -21,7 +21,8 @@ estimate, and SLER-IR's expert routing or CEA's affinity maps) and NAME.json (th
 numbers). Folders are searched recursively and their layout is kept. A file that cannot be
 read is reported in one line and the others are still explained; the exit code is 1 if any
 failed. With --sphere, every test image of a benchmark is embedded instead: OUTDIR gets
-sphere.png, confusion.png, sphere.md and sphere.json (SLER-IR only: it needs prototypes).
+sphere.png, confusion.png, sphere.md and sphere.json (SLER-IR only: it needs prototypes;
+the shipped SLER-IR unless --model or --weights names another).
 CEA has no prototypes; its estimate is a linear probe fitted once per set of weights on
 synthetic patches and cached under $XDG_CACHE_HOME/expertir (some seconds, once)."""
 
@@ -71,8 +72,9 @@ def run(args) -> int:
     if not args.sphere and not args.inputs:
         raise ExpertirError("give images or folders to explain (or --sphere --benchmark SPEC)")
     device = select_device(args.device)
-    if args.sphere:
-        loaded = load_pretrained(args.model, args.weights, args.untrained, device)
+    if args.sphere:  # the sphere is SLER-IR's: its shipped weights unless a model is named
+        model = args.model or (None if args.weights else "sler_ir")
+        loaded = load_pretrained(model, args.weights, args.untrained, device)
         print(f"model: {loaded.source} on {device}")
         return run_sphere(args, loaded, device)
     outdir = Path(args.output)

@@ -16,8 +16,10 @@ from expertir.errors import ExpertirError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 
-#: What ``expertir restore`` uses when neither --model nor --weights is given.
-DEFAULT_MODEL = "sler_ir"
+#: What ``expertir restore`` uses when neither --model nor --weights is given: of the shipped
+#: weights, the one that harms least where none passes the no-harm checks (docs/results.md,
+#: "The first shipped weights"; ``make results`` re-measures the choice).
+DEFAULT_MODEL = "cea"
 
 
 def shipped_weights(name: str) -> Path | None:
