@@ -113,3 +113,7 @@ def test_command_line_sets_passive_openmp_threads_before_torch_loads():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**env, "OMP_WAIT_POLICY": "ACTIVE"})
     assert out.stdout.split() == ["ACTIVE", "False"]  # the user's choice is kept
+    out = subprocess.run([sys.executable, "-c", code + "; import torch; torch.ones(2).sum()"],
+                         capture_output=True, text=True, check=True, env={**env, "OMP_WAIT_POLICY": ""})
+    assert out.stdout.split() == ["None", "False"]  # empty: libgomp's own default, without its warning
+    assert "OMP_WAIT_POLICY" not in out.stderr

@@ -7,7 +7,9 @@ another busy process that backfires: a spinning thread holds a core the other pr
 needs, while the thread it waits for is descheduled, and every one of the thousands of
 parallel regions of a training step pays for it (measured on 2 cores: README, "A busy
 machine"). :func:`set_openmp_defaults` therefore makes idle threads sleep at once
-(``OMP_WAIT_POLICY=PASSIVE``) unless the user chose a policy.
+(``OMP_WAIT_POLICY=PASSIVE``) unless the user chose a policy. An *empty* value
+(``OMP_WAIT_POLICY= expertir train …``) asks for libgomp's own default: the variable is
+removed, since libgomp rejects an empty value with a warning.
 
 libgomp reads the variable once, when torch loads it, so this must run before the first
 ``import torch``: the ``expertir`` command does it first thing, and the test suite in its
@@ -29,5 +31,8 @@ def set_openmp_defaults() -> bool:
     if "torch" in sys.modules:
         return False
     for name, value in OPENMP_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+        if os.environ.get(name) == "":
+            del os.environ[name]  # the library's own default
+        else:
+            os.environ.setdefault(name, value)
     return True
