@@ -91,6 +91,15 @@ def test_cli_prints_resolved_config_and_reports_bad_override_in_one_line(tmp_pat
     assert "unknown config key 'train.nope'" in out.stderr
 
 
+def test_rain_options_are_checked_naming_the_key():
+    for override, key in (("data.rain_intensity=[1.0,0.5]", "data.rain_intensity"),
+                          ("data.rain_intensity=0.8", "data.rain_intensity"),
+                          ("data.rain_procedural_share=2", "data.rain_procedural_share")):
+        with pytest.raises(ExpertirError, match=key):
+            load_config(os.devnull, [override])
+    assert load_config(os.devnull, ["data.rain_intensity=[0.8,1.6]"])["data"]["rain_intensity"] == [0.8, 1.6]
+
+
 def test_shipped_configs_load():
     from pathlib import Path
 

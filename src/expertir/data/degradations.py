@@ -212,11 +212,11 @@ def layer_rain(img: Image, seed: int, layers: StreakLayers, intensity: float | N
     blurred slightly (``blur``, the std of a Gaussian in pixels: streaks out of focus).
     ``B'`` is the clean image, with an optional loss of contrast towards its mean brightness
     (``veil``: light scattered by heavy rain). Drawn from the seed when ``None``: intensity
-    U(``intensity_range``), by default U(0.5, 1.0); blur 0 or U(0.3, 0.8) px (half the time); no veil. Between the streaks the
-    image is the clean one, as in the Rain100L inputs, whose pixels away from the streaks
-    equal their targets (same mean, contrast and high-frequency energy to 0.1 %): a veil or
-    a blur of the whole image would teach a model to sharpen and add contrast to every rainy
-    photo.
+    U(``intensity_range``), by default U(0.5, 1.0); blur 0 or U(0.3, 0.8) px (half the
+    time); no veil. Between the streaks the image is the clean one, as in the Rain100L
+    inputs, whose pixels away from the streaks equal their targets (same mean, contrast and
+    high-frequency energy to 0.1 %): a veil or a blur of the whole image would teach a model
+    to sharpen and add contrast to every rainy photo.
     """
     img = _check(img)
     if not len(layers):
@@ -242,7 +242,10 @@ class LayerRain:
 
     def __init__(self, layers: StreakLayers, intensity: Sequence[float] = (0.5, 1.0),
                  procedural_share: float = 0.0):
-        lo, hi = (float(v) for v in intensity)
+        try:
+            lo, hi = (float(v) for v in intensity)
+        except (TypeError, ValueError):
+            raise ExpertirError(f"rain intensity must be a range (lo, hi), not {intensity!r}") from None
         if not 0.0 < lo <= hi:
             raise ExpertirError(f"rain intensity must be a range 0 < lo <= hi, not {tuple(intensity)}")
         if not 0.0 <= procedural_share <= 1.0:

@@ -178,8 +178,16 @@ def check_config(cfg: dict) -> None:
         raise ExpertirError(f"train.precision must be fp32, bf16, fp16 or fp64, got {t['precision']!r}")
     if not 0 <= float(t["min_lr"]) <= float(t["lr"]):
         raise ExpertirError("train.min_lr must be between 0 and train.lr")
-    if not cfg["data"]["tasks"]:
+    d = cfg["data"]
+    if not d["tasks"]:
         raise ExpertirError("data.tasks is empty")
+    lo_hi = d["rain_intensity"]
+    if (not isinstance(lo_hi, (list, tuple)) or len(lo_hi) != 2
+            or not all(isinstance(v, (int, float)) for v in lo_hi) or not 0 < lo_hi[0] <= lo_hi[1]):
+        raise ExpertirError(f"data.rain_intensity must be a range [lo, hi] with 0 < lo <= hi, got {lo_hi!r}")
+    share = d["rain_procedural_share"]
+    if not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise ExpertirError(f"data.rain_procedural_share must be a number in [0, 1], got {share!r}")
 
 
 def save_config(cfg: dict, path: str | Path) -> None:
