@@ -164,6 +164,7 @@ def test_results_pipeline_on_a_tiny_data_root(tmp_path, capsys, monkeypatch):
     text = docs.read_text()
     assert text.startswith("# Results\n\nintro\n\n" + MARK_BEGIN) and text.endswith(MARK_END + "\n\n## Ablations\n")
     assert "stale" not in text and "### Acceptance and default model" in text
+    assert "**sler_ir_tiny against restormer_tiny** (same budget)" in text  # the method comparison
     assert "first 2 images of each set" in text
     assert str(tmp_path) not in text and "--data-root DATA" in text
     assert (docs.parent / "results_crops.png").is_file() and "(results_crops.png)" in text

@@ -145,3 +145,16 @@ def test_unknown_rows_and_mismatched_roles_are_errors():
         judge(rep, roles, ["x"])
     with pytest.raises(ExpertirError, match="roles for"):
         column_roles(rep, ROLES[:-1])
+
+
+def test_comparison_names_the_columns_each_model_wins_and_loses():
+    from expertir.evaluation.verdict import comparison_markdown
+
+    base = good()
+    rep, roles = report({"base": base, "m": good(**{"BSD68 σ=25": 29.3, "Rain100L": 30.0, "LOL": 21.02,
+                                                     "clean CBSD68": 41.0})})
+    text = comparison_markdown(rep, roles, ["m", "base"], "base")
+    assert text.startswith("**m against base** (same budget): wins on BSD68 σ=25 (+0.50)")
+    assert "loses on Rain100L (-1.00)" in text and "LOL (+0.02)" in text.split("ties on")[1]
+    assert f"mean {(0.5 - 1.0 + 0.02) / len(TEST_ROLES):+.2f} dB over {len(TEST_ROLES)} test columns" in text
+    assert "clean CBSD68 +1.00" in text and "base against" not in text

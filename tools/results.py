@@ -113,8 +113,8 @@ def run(args) -> int:
     from expertir.evaluation import ModelMethod, build_methods, evaluate, to_markdown, write_tables
     from expertir.evaluation.figures import crops_figure, curves_figure, run_folder_of
     from expertir.evaluation.publish import machine_line, write_card, write_marked
-    from expertir.evaluation.verdict import (acceptance_benchmark, column_roles, judge,
-                                             verdict_markdown)
+    from expertir.evaluation.verdict import (acceptance_benchmark, column_roles, comparison_markdown,
+                                             judge, verdict_markdown)
     from expertir.inference import select_device
     from expertir.weights import DEFAULT_MODEL, list_shipped, shipped_weights
 
@@ -146,6 +146,9 @@ def run(args) -> int:
     write_tables(report, out, title=TITLE)
     verdict = judge(report, column_roles(report, roles), [m.name for m in networks])
     verdict_md = verdict_markdown(verdict)
+    baseline = next((m.name for m in networks if m.name.startswith("restormer")), None)
+    comparison = (comparison_markdown(report, column_roles(report, roles), [m.name for m in networks], baseline)
+                  if baseline else "")
 
     figures: dict[str, Path] = {}
     by_role = dict(zip(roles, bench.tasks))
@@ -175,11 +178,13 @@ def run(args) -> int:
                 f"`{public(command_line(args))}` (DATA: the benchmark folder; every row from the same run).")
     heading = "the shipped weights" + (" and candidates" if args.weights else "")
     text = "\n".join([f"## Results of {heading} ({date})", "", run_line, "",
-                      public(tables), "### Acceptance and default model", "", verdict_md])
+                      public(tables), "### Acceptance and default model", "", verdict_md]
+                     + (["### The methods against the same-budget baseline", "", comparison] if comparison else []))
     (out / "verdict.md").write_text(verdict_md, encoding="utf-8")
     (out / "results_section.md").write_text(text, encoding="utf-8")
     print(tables)
     print(verdict_md)
+    print(comparison)
 
     committed = shipped_weights(DEFAULT_MODEL)
     committed = committed.stem if committed else DEFAULT_MODEL

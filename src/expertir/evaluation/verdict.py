@@ -259,3 +259,37 @@ def verdict_markdown(verdict: Verdict, models: list[str] | None = None) -> str:
               verdict.rule[0].upper() + verdict.rule[1:] + "."]
     lines += [f"Note: {n}." for n in verdict.notes]
     return "\n".join(lines) + "\n"
+
+
+#: A PSNR difference smaller than this (dB) is a tie in :func:`comparison_markdown`.
+TIE_DB = 0.05
+
+
+def comparison_markdown(report, roles: dict[str, str], models: list[str], baseline: str) -> str:
+    """One plain sentence per model on where it beats the same-budget ``baseline``: the test
+    columns it wins and loses (PSNR difference, ties within :data:`TIE_DB`), the mean
+    difference over the columns both measured, and the clean-fidelity difference."""
+    lines = []
+    for model in (m for m in models if m != baseline):
+        wins, losses, ties, diffs, clean = [], [], [], [], []
+        for role in roles:
+            mine, base = _score(report, roles, model, role), _score(report, roles, baseline, role)
+            if mine is None or base is None:
+                continue
+            d = mine.psnr - base.psnr
+            if role.startswith("clean"):
+                clean.append(f"{role} {d:+.2f}")
+                continue
+            diffs.append(d)
+            (wins if d > TIE_DB else losses if d < -TIE_DB else ties).append(f"{role} ({d:+.2f})")
+        if not diffs:
+            continue
+        parts = [f"**{model} against {baseline}** (same budget): wins on "
+                 + (", ".join(wins) or "no column")]
+        if losses:
+            parts.append("loses on " + ", ".join(losses))
+        if ties:
+            parts.append("ties on " + ", ".join(ties))
+        text = "; ".join(parts) + f"; mean {np.mean(diffs):+.2f} dB over {len(diffs)} test columns"
+        lines.append(text + (f"; clean-input fidelity {', '.join(clean)} dB." if clean else "."))
+    return "\n\n".join(lines) + ("\n" if lines else "")
