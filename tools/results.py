@@ -144,11 +144,11 @@ def run(args) -> int:
                             "a pipeline check, not comparable with full-set results")
     tables = to_markdown(report, TITLE)
     write_tables(report, out, title=TITLE)
-    verdict = judge(report, column_roles(report, roles), [m.name for m in networks])
+    role_keys, names = column_roles(report, roles), [m.name for m in networks]
+    verdict = judge(report, role_keys, names)
     verdict_md = verdict_markdown(verdict)
-    baseline = next((m.name for m in networks if m.name.startswith("restormer")), None)
-    comparison = (comparison_markdown(report, column_roles(report, roles), [m.name for m in networks], baseline)
-                  if baseline else "")
+    baseline = next((n for n in names if n.startswith("restormer")), None)
+    comparison = comparison_markdown(report, role_keys, names, baseline) if baseline else ""
 
     figures: dict[str, Path] = {}
     by_role = dict(zip(roles, bench.tasks))
