@@ -91,8 +91,9 @@ def test_cli_prints_resolved_config_and_reports_bad_override_in_one_line(tmp_pat
     assert "unknown config key 'train.nope'" in out.stderr
 
 
-def test_rain_options_are_checked_naming_the_key():
-    for override, key in (("data.rain_intensity=[1.0,0.5]", "data.rain_intensity"),
+def test_bad_options_are_checked_naming_the_key():
+    for override, key in (("train.lr=0", "train.lr"),
+                          ("data.rain_intensity=[1.0,0.5]", "data.rain_intensity"),
                           ("data.rain_intensity=0.8", "data.rain_intensity"),
                           ("data.rain_procedural_share=2", "data.rain_procedural_share")):
         with pytest.raises(ExpertirError, match=key):
@@ -221,3 +222,28 @@ def test_a_milestone_export_holds_the_ema_weights_of_last_pt(tmp_path):
     bad = subprocess.run([sys.executable, "tools/export_milestone.py", str(tmp_path)],
                          capture_output=True, text=True, env=_env(), timeout=300, cwd=root)
     assert bad.returncode != 0 and "last.pt" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_train_init_starts_from_given_weights_and_refuses_other_models_in_one_line(tmp_path):
+    """train.init: a run started from another run's weights with a vanishing learning rate
+    ends with them; other models' weights are refused in one line."""
+    first = subprocess.run(_train_cmd(tmp_path / "a", "train.steps=3", "data.workers=0"),
+                           capture_output=True, text=True, env=_env(), timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    weights = tmp_path / "a" / "final.safetensors"
+    still = subprocess.run(_train_cmd(tmp_path / "b", "train.steps=3", "data.workers=0", "train.lr=1e-12",
+                                      "train.min_lr=0", f"train.init={weights}"),
+                           capture_output=True, text=True, env=_env(), timeout=300)
+    assert still.returncode == 0, still.stderr[-2000:]
+    assert f"starting from the weights of {weights}" in still.stdout
+    want, got = load_file(weights), load_file(tmp_path / "b" / "final.safetensors")
+    assert want.keys() == got.keys() and all(torch.allclose(want[k], got[k], rtol=0, atol=1e-9) for k in want)
+
+    for override, message in [("model.options={dim: 16}", "weights do not fit the model"),
+                              ("model.name=cea_tiny", "holds restormer_tiny weights, not cea_tiny")]:
+        bad = subprocess.run(_train_cmd(tmp_path / "c", "train.steps=3", "data.workers=0", override,
+                                        f"train.init={weights}"),
+                             capture_output=True, text=True, env=_env(), timeout=300)
+        assert bad.returncode != 0 and "Traceback" not in bad.stderr
+        lines = bad.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0] and str(weights) in lines[0], bad.stderr

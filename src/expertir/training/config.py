@@ -60,6 +60,8 @@ DEFAULTS: dict = {
         "channels_last": False,
         "compile": False,
         "seed": 0,
+        "init": None,             # weights to start from (.safetensors or plain state dict): fine-tuning,
+                                  # or continuing exported weights with a fresh optimizer and schedule
         "device": None,           # None: cuda if available (LOCAL_RANK under torchrun), else cpu
         "threads": 0,             # CPU threads per process; 0 keeps torch's default
         "deterministic": False,
@@ -176,6 +178,8 @@ def check_config(cfg: dict) -> None:
         raise ExpertirError(f"train.warmup_steps must be an integer in [0, train.steps), got {t['warmup_steps']!r}")
     if t["precision"] not in ("fp32", "bf16", "fp16", "fp64"):
         raise ExpertirError(f"train.precision must be fp32, bf16, fp16 or fp64, got {t['precision']!r}")
+    if not float(t["lr"]) > 0:
+        raise ExpertirError(f"train.lr must be positive, got {t['lr']!r}")
     if not 0 <= float(t["min_lr"]) <= float(t["lr"]):
         raise ExpertirError("train.min_lr must be between 0 and train.lr")
     d = cfg["data"]

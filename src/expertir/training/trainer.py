@@ -4,7 +4,8 @@
 device with DistributedDataParallel. It is four steps, each a function of this module:
 
 * :func:`setup` builds a :class:`Run` — data, model, EMA, optimizer, schedule, logs —
-  and restores a checkpoint when resuming;
+  starts the model from ``train.init`` weights if given (:func:`init_weights`) and restores
+  a checkpoint when resuming;
 * :func:`train_step` runs one optimizer step:
 
   1. ``accum`` micro-batches; each computes ``loss = l1·L1(out, clean) + fft·L1(FFT(out),
@@ -50,8 +51,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from expertir.checkpoint import save_checkpoint
-from expertir.errors import ExpertirError
+from expertir.checkpoint import load_weights, read_metadata, save_checkpoint
+from expertir.errors import CheckpointError, ExpertirError
 from expertir.metrics import torch_psnr
 from expertir.models import build_model
 from expertir.training import distributed as dist_utils
@@ -203,6 +204,24 @@ class Run:
         return contextlib.nullcontext()
 
 
+def init_weights(model: nn.Module, path: str | Path, name: str) -> None:
+    """Load ``train.init`` into a new model: another run's weights (fine-tuning, or going on
+    from exported weights whose ``last.pt`` is gone; optimizer and schedule start afresh).
+    The file must hold the weights of the same model; nothing in it is executed."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            saved = read_metadata(path).get("model")
+        except CheckpointError:
+            saved = None  # a plain safetensors state dict: the keys and shapes are checked below
+        if saved and saved != name:
+            raise ExpertirError(f"train.init: {path} holds {saved} weights, not {name}")
+    try:
+        load_weights(model, path)
+    except CheckpointError as exc:
+        raise ExpertirError(f"train.init: {exc}") from None
+
+
 def setup(cfg: dict, info: DistInfo, resume: str | Path | bool | None = None,
           run_dir: str | Path | None = None) -> Run:
     """Seed, build data, model, EMA, optimizer and schedule; resume from a checkpoint."""
@@ -251,6 +270,10 @@ def setup(cfg: dict, info: DistInfo, resume: str | Path | bool | None = None,
         model = build_model(cfg["model"]["name"], **cfg["model"]["options"])
     except (ValueError, TypeError) as exc:
         raise ExpertirError(f"model.name/model.options: {exc}") from None
+    if t["init"] and not resume:
+        init_weights(model, t["init"], cfg["model"]["name"])
+        if info.is_main:
+            print(f"expertir: starting from the weights of {t['init']}")
     model = model.to(device=device, dtype=dtype)
     if t["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
