@@ -114,6 +114,24 @@ def test_dense_and_sparse_expert_compute_agree():
         assert torch.allclose(model(x), dense(x), atol=1e-5)
 
 
+def test_experts_run_dense_under_torch_compile(monkeypatch):
+    """The sparse choices have data-dependent sizes that Inductor cannot compile (a
+    ``train.compile=true`` run of sler_ir_tiny failed in them): while compiling, the model
+    must not reach them."""
+    model = tiny(top_k=1).eval()
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        want = model(x)
+
+    def sparse(*args, **kwargs):
+        raise AssertionError("sparse expert path taken while compiling")
+
+    monkeypatch.setattr(MixtureOfExpertsFFN, "_mixture", sparse)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    with torch.no_grad():
+        assert torch.allclose(model(x), want, atol=1e-5)
+
+
 def test_balance_loss_keeps_every_expert_alive():
     """Ten steps on a mixed batch: every expert of every layer receives gradient."""
     model = tiny(top_k=1, balance_weight=1.0).train()

@@ -24,7 +24,9 @@ and, when images choose few experts each (per-image routing), runs each image on
 its own experts, images with the same experts together; ``"dense"`` runs every expert on
 every image. GDFN's 3×3 depth-wise convolution needs each pixel's neighbours, so skipping
 at the level of single regions would need halos around every region; skipping whole
-images keeps the output identical to dense.
+images keeps the output identical to dense. Under ``torch.compile`` the experts run dense:
+the sparse choices give tensors whose sizes depend on the data, which Inductor cannot
+compile (and every new size would be compiled again).
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ class MixtureOfExpertsFFN(nn.Module):
         if ctx.record:
             ctx.aux.setdefault("routing", {})[self.site_name] = weights.detach()
         weights = upsample_routing(weights, x.shape[-2:])
-        if self.compute == "dense":
+        if self.compute == "dense" or torch.compiler.is_compiling():
             return gdfn_mixture(list(self.experts), x, weights)
         # Sparse: one fused pass over the batch with the experts chosen anywhere in it, unless
         # running images that choose the same experts together skips at least half of it.
