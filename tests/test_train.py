@@ -1,6 +1,7 @@
 """Training engine: LR schedule, configs, sampler, DDP equivalence, exact resume."""
 
 import csv
+import json
 import math
 import os
 import signal
@@ -209,16 +210,18 @@ def test_a_milestone_export_holds_the_ema_weights_of_last_pt(tmp_path):
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     run = tmp_path / "run"
-    out = subprocess.run(_train_cmd(run, "train.steps=3", "data.workers=0", "ema.decay=0.5"),
+    out = subprocess.run(_train_cmd(run, "train.steps=3", "data.workers=0", "ema.decay=0.5", f"data.root={tmp_path}"),
                          capture_output=True, text=True, env=_env(), timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    done = subprocess.run([sys.executable, "tools/export_milestone.py", str(run), "-o", str(tmp_path / "m.safetensors")],
-                          capture_output=True, text=True, env=_env(), timeout=300, cwd=root)
+    done = subprocess.run([sys.executable, "tools/export_milestone.py", str(run), "-o", str(tmp_path / "m.safetensors"),
+                           "--path", f"{tmp_path}/=RUNS"], capture_output=True, text=True, env=_env(), timeout=300, cwd=root)
     assert done.returncode == 0, done.stderr[-2000:]
     milestone, final = load_file(tmp_path / "m.safetensors"), load_file(run / "final.safetensors")
     assert milestone.keys() == final.keys() and all(torch.equal(milestone[k], final[k]) for k in final)
     meta = read_metadata(tmp_path / "m.safetensors")["training"]
     assert meta["steps"] == meta["planned_steps"] == 3 and meta["milestone"]
+    assert str(tmp_path) in json.dumps(load_config(run / "config.yaml"))  # the run names its data root
+    assert str(tmp_path) not in json.dumps(meta) and "RUNS" in json.dumps(meta)  # the export does not
     bad = subprocess.run([sys.executable, "tools/export_milestone.py", str(tmp_path)],
                          capture_output=True, text=True, env=_env(), timeout=300, cwd=root)
     assert bad.returncode != 0 and "last.pt" in bad.stderr and "Traceback" not in bad.stderr

@@ -8,6 +8,11 @@ long campaign can be kept (and restored or evaluated with ``--weights``) before 
 Reading ``last.pt`` runs no code (``torch.load(weights_only=True)``).
 
     python tools/export_milestone.py RUN_DIR [-o RUN_DIR/milestone_stepNNNNNNN.safetensors]
+        [--path /data/root=DATA ...]
+
+``--path OLD=NEW`` writes NEW for the path OLD wherever the metadata names it (the data
+roots of the config and of the data summary), so that weights meant to be shared do not
+carry the paths of the machine that trained them.
 """
 
 from __future__ import annotations
@@ -37,7 +42,15 @@ def main() -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("run_dir", type=Path)
     p.add_argument("-o", "--output", type=Path)
+    p.add_argument("--path", action="append", default=[], metavar="OLD=NEW",
+                   help="name a path of this machine otherwise in the metadata (repeatable)")
     args = p.parse_args()
+    renames = []
+    for item in args.path:
+        old, sep, new = item.partition("=")
+        if not sep or not old:
+            sys.exit(f"export_milestone: --path {item!r}: write OLD=NEW, e.g. --path /data/bench=DATA")
+        renames.append((old.rstrip("/"), new))
 
     from expertir.checkpoint import save_checkpoint
     from expertir.errors import ExpertirError
@@ -54,6 +67,8 @@ def main() -> int:
     model.load_state_dict(weights)
     step = int(state["step"])
     val_step, val = latest_validation(args.run_dir)
+    for old, new in sorted(renames, key=lambda r: len(r[0]), reverse=True):
+        cfg = json.loads(json.dumps(cfg).replace(json.dumps(old)[1:-1], json.dumps(new)[1:-1]))
     metadata = {"training": {"config": cfg, "steps": step, "planned_steps": int(cfg["train"]["steps"]),
                              "seed": int(cfg["train"]["seed"]), "effective_batch": state["effective_batch"],
                              "devices": state["world_size"], "weights": "ema" if state["ema"] is not None else "raw",
