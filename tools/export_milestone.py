@@ -10,9 +10,9 @@ Reading ``last.pt`` runs no code (``torch.load(weights_only=True)``).
     python tools/export_milestone.py RUN_DIR [-o RUN_DIR/milestone_stepNNNNNNN.safetensors]
         [--path /data/root=DATA ...]
 
-``--path OLD=NEW`` writes NEW for the path OLD wherever the metadata names it (the data
-roots of the config and of the data summary), so that weights meant to be shared do not
-carry the paths of the machine that trained them.
+``--path OLD=NEW`` writes NEW for the path OLD wherever the config in the metadata names it
+(the data roots), so that weights meant to be shared do not carry the paths of the machine
+that trained them.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ from tqdm import tqdm
 from expertir.checkpoint import load_weights, read_metadata, save_checkpoint
 from expertir.errors import CheckpointError, ExpertirError
 from expertir.metrics import torch_psnr
-from expertir.models import build_model
+from expertir.models import build_model, list_models, resolve
 from expertir.training import distributed as dist_utils
 from expertir.training.config import save_config
 from expertir.training.data import EpochIndexed, StepSampler, build_dataset
@@ -214,7 +214,8 @@ def init_weights(model: nn.Module, path: str | Path, name: str) -> None:
             saved = read_metadata(path).get("model")
         except CheckpointError:
             saved = None  # a plain safetensors state dict: the keys and shapes are checked below
-        if saved and saved != name:
+        family = {n: resolve(n)[0] for n in (saved, name) if n in list_models()}
+        if saved in family and family[saved] != family.get(name):
             raise ExpertirError(f"train.init: {path} holds {saved} weights, not {name}")
     try:
         load_weights(model, path)
