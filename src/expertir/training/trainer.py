@@ -214,8 +214,7 @@ def init_weights(model: nn.Module, path: str | Path, name: str) -> None:
             saved = read_metadata(path).get("model")
         except CheckpointError:
             saved = None  # a plain safetensors state dict: the keys and shapes are checked below
-        family = {n: resolve(n)[0] for n in (saved, name) if n in list_models()}
-        if saved in family and family[saved] != family.get(name):
+        if saved in list_models() and resolve(saved)[0] != resolve(name)[0]:
             raise ExpertirError(f"train.init: {path} holds {saved} weights, not {name}")
     try:
         load_weights(model, path)
