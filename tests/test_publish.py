@@ -6,7 +6,7 @@ import pytest
 
 from expertir.checkpoint import save_checkpoint
 from expertir.errors import ExpertirError
-from expertir.evaluation.publish import (MARK_BEGIN, MARK_END, card_evaluation, read_record,
+from expertir.evaluation.publish import (MARK_BEGIN, MARK_END, card_evaluation, data_roots, read_record,
                                          render_card, replace_marked, write_card, write_marked)
 from expertir.models import build_model
 from expertir.weights import list_shipped
@@ -73,6 +73,11 @@ def test_card_takes_its_training_facts_from_the_record_and_names_no_machine_path
     assert "DATA/denoise/BSD400" in card and "DATA2/lowlight/LOLv1-train" in card
     assert "/machine" not in card and '"root": "DATA/"' in card
     assert card_evaluation(card) == "### table\n\n| a | b |"
+
+
+def test_public_root_names_are_kept_and_machine_paths_renamed():
+    meta = {"data": {"root": ["DATA", "LOL_TRAIN", "/machine/extra", "data"]}}
+    assert data_roots(meta) == {"/machine/extra": "DATA3", "data": "DATA4"}
 
 
 def test_write_card_replaces_or_keeps_the_evaluation(tmp_path):

@@ -204,25 +204,44 @@ def test_run_killed_by_sigkill_and_resumed_ends_bit_identical(tmp_path):
     assert _losses(run)[-1]["loss"] == _losses(tmp_path / "full")[-1]["loss"]
 
 
-def test_a_milestone_export_holds_the_ema_weights_of_last_pt(tmp_path):
-    """tools/export_milestone.py writes what final.safetensors would hold at that step."""
+def test_export_run_writes_the_ema_weights_with_public_paths_and_the_training_record(tmp_path):
+    """tools/export_run.py: a finished run's export is its final.safetensors (with the
+    training record for the model card), a running one's the EMA weights of last.pt; the
+    machine's paths are renamed in both."""
     from expertir.checkpoint import read_metadata
+    from expertir.evaluation.publish import read_record
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     run = tmp_path / "run"
     out = subprocess.run(_train_cmd(run, "train.steps=3", "data.workers=0", "ema.decay=0.5", f"data.root={tmp_path}"),
                          capture_output=True, text=True, env=_env(), timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    done = subprocess.run([sys.executable, "tools/export_milestone.py", str(run), "-o", str(tmp_path / "m.safetensors"),
-                           "--path", f"{tmp_path}/=RUNS"], capture_output=True, text=True, env=_env(), timeout=300, cwd=root)
-    assert done.returncode == 0, done.stderr[-2000:]
-    milestone, final = load_file(tmp_path / "m.safetensors"), load_file(run / "final.safetensors")
-    assert milestone.keys() == final.keys() and all(torch.equal(milestone[k], final[k]) for k in final)
-    meta = read_metadata(tmp_path / "m.safetensors")["training"]
-    assert meta["steps"] == meta["planned_steps"] == 3 and meta["milestone"]
     assert str(tmp_path) in json.dumps(load_config(run / "config.yaml"))  # the run names its data root
-    assert str(tmp_path) not in json.dumps(meta) and "RUNS" in json.dumps(meta)  # the export does not
-    bad = subprocess.run([sys.executable, "tools/export_milestone.py", str(tmp_path)],
+
+    def export(*extra):
+        return subprocess.run([sys.executable, "tools/export_run.py", str(run), "--path", f"{tmp_path}/=RUNS", *extra],
+                              capture_output=True, text=True, env=_env(), timeout=300, cwd=root)
+
+    done = export("-o", str(tmp_path / "w" / "f.safetensors"), "--command", "expertir train --config c.yaml")
+    assert done.returncode == 0, done.stderr[-2000:]
+    shipped, final = load_file(tmp_path / "w" / "f.safetensors"), load_file(run / "final.safetensors")
+    assert shipped.keys() == final.keys() and all(torch.equal(shipped[k], final[k]) for k in final)
+    meta = read_metadata(tmp_path / "w" / "f.safetensors")
+    assert meta["training"]["steps"] == meta["training"]["planned_steps"] == 3 and "milestone" not in meta["training"]
+    assert meta["data"]["sources"] == read_metadata(run / "final.safetensors")["data"]["sources"] != []
+    assert str(tmp_path) not in json.dumps(meta) and "RUNS" in json.dumps(meta)
+    record = read_record(tmp_path / "w" / "f.safetensors")
+    assert record["command"] == "expertir train --config c.yaml" and record["wall_time"].endswith("of training steps")
+
+    (run / "final.safetensors").unlink()  # as if the run were still going: a milestone
+    assert export("--command", "x").returncode != 0
+    done = export("-o", str(tmp_path / "m.safetensors"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    milestone = load_file(tmp_path / "m.safetensors")
+    assert all(torch.equal(milestone[k], final[k]) for k in final)
+    meta = read_metadata(tmp_path / "m.safetensors")["training"]
+    assert meta["milestone"] and meta["steps"] == 3 and str(tmp_path) not in json.dumps(meta)
+    bad = subprocess.run([sys.executable, "tools/export_run.py", str(tmp_path)],
                          capture_output=True, text=True, env=_env(), timeout=300, cwd=root)
     assert bad.returncode != 0 and "last.pt" in bad.stderr and "Traceback" not in bad.stderr
 

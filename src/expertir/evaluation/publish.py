@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from expertir.atomic import atomic_path
@@ -115,12 +116,14 @@ def card_evaluation(card: str) -> str:
 
 def data_roots(meta: dict) -> dict[str, str]:
     """The data folders a checkpoint was trained from → their public names (``DATA``, then
-    ``DATA2`` …): a card names no path of the machine that trained it."""
+    ``DATA2`` …): a card names no path of the machine that trained it. Roots that already
+    are public names (upper-case words such as ``DATA`` or ``LOL_TRAIN``, written by
+    ``tools/export_run.py --path``) are kept."""
     roots = meta.get("data", {}).get("root") or \
         meta.get("training", {}).get("config", {}).get("data", {}).get("root") or []
     roots = [roots] if isinstance(roots, str) else list(roots)
     return {r: "DATA" if i == 0 else f"DATA{i + 1}" for i, r in enumerate(roots)
-            if r and r not in ("DATA", "DATA2")}
+            if r and not re.fullmatch(r"[A-Z][A-Z0-9_]*", r)}
 
 
 def _public(text: str, names: dict[str, str]) -> str:
