@@ -83,6 +83,18 @@ def test_config_file_inherit_and_dotted_overrides(tmp_path):
         load_config(tmp_path / "typo.yaml")
 
 
+def test_config_inherits_from_a_list_of_files_in_order(tmp_path):
+    (tmp_path / "model.yaml").write_text("model:\n  name: cea_tiny\ntrain:\n  steps: 100\n  lr: 1.0e-3\n")
+    (tmp_path / "stage.yaml").write_text("train:\n  steps: 200\ndata:\n  patch: 64\n")
+    (tmp_path / "run.yaml").write_text("inherit: [model.yaml, stage.yaml]\ntrain:\n  lr: 2.0e-4\n")
+    cfg = load_config(tmp_path / "run.yaml")
+    assert cfg["model"]["name"] == "cea_tiny" and cfg["data"]["patch"] == 64
+    assert cfg["train"]["steps"] == 200 and cfg["train"]["lr"] == 2e-4   # later parents, then the file, win
+    (tmp_path / "bad.yaml").write_text("inherit: {a: 1}\n")
+    with pytest.raises(ExpertirError, match="bad.yaml: inherit names a config file"):
+        load_config(tmp_path / "bad.yaml")
+
+
 def test_cli_prints_resolved_config_and_reports_bad_override_in_one_line(tmp_path):
     from expertir.cli.main import main
 

@@ -2,7 +2,7 @@
 
 A config is a nested dict. :data:`DEFAULTS` lists every key the trainer reads; a YAML file
 changes some of them, may start from another file with ``inherit: other.yaml`` (a path
-relative to the file), and the command line overrides single keys with dotted paths
+relative to the file; a list of files is merged in order, later ones winning), and the command line overrides single keys with dotted paths
 (``train.lr=1e-4 model.options.num_experts=8``). Values are parsed as YAML scalars, so
 ``1e-4`` is a float, ``true`` a bool and ``[a, b]`` a list. Unknown keys are an error
 (except under ``model.options``, which go to the model's constructor), so a typo never
@@ -121,10 +121,17 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ExpertirError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ExpertirError(f"{path}: a config must be a mapping of keys")
-    parent = data.pop("inherit", None)
-    if parent is None:
+    parents = data.pop("inherit", None)
+    if parents is None:
         return data
-    return _merge(_read_yaml(path.parent / parent, (*seen, path)), data, "", strict=False)
+    if isinstance(parents, str):
+        parents = [parents]
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise ExpertirError(f"{path}: inherit names a config file or a list of them")
+    base: dict = {}
+    for parent in parents:
+        base = _merge(base, _read_yaml(path.parent / parent, (*seen, path)), "", strict=False)
+    return _merge(base, data, "", strict=False)
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
