@@ -245,6 +245,15 @@ def test_export_run_writes_the_ema_weights_with_public_paths_and_the_training_re
     record = read_record(tmp_path / "w" / "f.safetensors")
     assert record["command"] == "expertir train --config c.yaml" and record["wall_time"].endswith("of training steps")
 
+    stage2 = subprocess.run(_train_cmd(tmp_path / "run2", "train.steps=3", "data.workers=0", f"data.root={tmp_path}",
+                                       f"train.init={run / 'final.safetensors'}"),
+                            capture_output=True, text=True, env=_env(), timeout=300)
+    assert stage2.returncode == 0, stage2.stderr[-2000:]
+    done = subprocess.run([sys.executable, "tools/export_run.py", str(tmp_path / "run2"), "-o", str(tmp_path / "s2.safetensors"),
+                           "--command", "c"], capture_output=True, text=True, env=_env(), timeout=300, cwd=root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "(stage 1: " in read_record(tmp_path / "s2.safetensors")["wall_time"]  # the time of both stages
+
     (run / "final.safetensors").unlink()  # as if the run were still going: a milestone
     assert export("--command", "x").returncode != 0
     done = export("-o", str(tmp_path / "m.safetensors"))

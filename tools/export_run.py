@@ -10,7 +10,9 @@ Once the run has finished, the export is its ``final.safetensors`` (weights and 
 including the data sources), and ``--command`` also writes the training record
 ``<output>.json`` that the model cards read (:mod:`expertir.evaluation.publish`): the
 command, the device, the date the run finished and its training time (the logged steps'
-time summed over all sittings of a resumed run; validation and checkpoint writing excluded).
+time summed over all sittings of a resumed run, and over the earlier stages when
+``train.init`` names another run's ``final.safetensors``; validation and checkpoint writing
+excluded).
 Reading ``last.pt`` runs no code (``torch.load(weights_only=True)``).
 
     python tools/export_run.py RUN_DIR [-o RUN_DIR/milestone_stepNNNNNNN.safetensors]
@@ -53,6 +55,24 @@ def training_seconds(run_dir: Path, every: int, effective_batch: int) -> float:
         total += (step - done) * effective_batch / float(row["images_per_s"])
         done = step
     return total
+
+
+def stage_seconds(run_dir: Path, cfg: dict) -> list[float]:
+    """Training-step seconds of the run and of the runs it started from, earliest first: a
+    run whose ``train.init`` is another run's ``final.safetensors`` continues that run."""
+    import yaml
+
+    run = json.loads((run_dir / "run.json").read_text())
+    seconds = [training_seconds(run_dir, int(cfg["log"]["every"]), int(run["effective_batch"]))]
+    init = cfg["train"].get("init")
+    if init and Path(init).name == "final.safetensors":
+        parent = Path(init).parent
+        if not (parent / "config.yaml").is_file():
+            print(f"export_run: warning: {parent}: the run that train.init continues is not here; "
+                  f"its training time is not counted", file=sys.stderr)
+            return seconds
+        seconds = stage_seconds(parent, yaml.safe_load((parent / "config.yaml").read_text())) + seconds
+    return seconds
 
 
 def duration(seconds: float) -> str:
@@ -121,11 +141,14 @@ def main() -> int:
     save_checkpoint(out, model.float(), cfg["model"]["name"], metadata)
     if args.command:
         run = json.loads((args.run_dir / "run.json").read_text())
-        seconds = training_seconds(args.run_dir, int(cfg["log"]["every"]), int(run["effective_batch"]))
+        stages = stage_seconds(args.run_dir, cfg)
+        wall = f"{duration(sum(stages))} of training steps"
+        if len(stages) > 1:
+            wall += " (" + " + ".join(f"stage {i + 1}: {duration(t)}" for i, t in enumerate(stages)) + ")"
         record = {"command": args.command,
                   "device": f"{machine_line(run['device'])}; torch {run['torch']}, {run['precision']}",
                   "date": datetime.date.fromtimestamp(final.stat().st_mtime).isoformat(),
-                  "wall_time": f"{duration(seconds)} of training steps",
+                  "wall_time": wall,
                   **({"conditions": args.conditions} if args.conditions else {})}
         out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"{out}: {cfg['model']['name']} EMA weights at step {step} of {planned}"
