@@ -49,6 +49,23 @@ def test_curves_figure_of_a_run_folder(tmp_path):
         curves_figure(tmp_path / "empty", tmp_path / "x.png")
 
 
+def test_a_later_stage_is_shown_with_the_run_it_continues(tmp_path):
+    from expertir.training.logs import stage_folders, stage_logs
+
+    first = fake_run(tmp_path / "runs" / "shipped" / "m")
+    (first / "config.yaml").write_text("train:\n  steps: 200\n")
+    second = fake_run(tmp_path / "runs" / "shipped" / "m_stage2", steps=(10, 20))
+    # train.init is relative to where the training ran (here: tmp_path)
+    (second / "config.yaml").write_text("train:\n  steps: 20\n  init: runs/shipped/m/final.safetensors\n")
+    assert stage_folders(second) == [first, second] and stage_folders(first) == [first]
+    train, val, starts = stage_logs(second)
+    assert [int(r["step"]) for r in train] == [50, 100, 150, 200, 210, 220] and starts == [200]
+    assert sorted({int(r["step"]) for r in val}) == [100, 200, 220]
+    (second / "config.yaml").write_text("train:\n  steps: 20\n  init: elsewhere/final.safetensors\n")
+    assert stage_folders(second) == [second]  # the earlier stage is not here: the run alone
+    assert curves_figure(second, tmp_path / "c.png").is_file()
+
+
 def test_run_folder_is_found_by_file_identity_then_by_name(tmp_path):
     runs = tmp_path / "runs"
     own = fake_run(runs / "a" / "own")

@@ -57,24 +57,6 @@ def training_seconds(run_dir: Path, every: int, effective_batch: int) -> float:
     return total
 
 
-def stage_seconds(run_dir: Path, cfg: dict) -> list[float]:
-    """Training-step seconds of the run and of the runs it started from, earliest first: a
-    run whose ``train.init`` is another run's ``final.safetensors`` continues that run."""
-    import yaml
-
-    run = json.loads((run_dir / "run.json").read_text())
-    seconds = [training_seconds(run_dir, int(cfg["log"]["every"]), int(run["effective_batch"]))]
-    init = cfg["train"].get("init")
-    if init and Path(init).name == "final.safetensors":
-        parent = Path(init).parent
-        if not (parent / "config.yaml").is_file():
-            print(f"export_run: warning: {parent}: the run that train.init continues is not here; "
-                  f"its training time is not counted", file=sys.stderr)
-            return seconds
-        seconds = stage_seconds(parent, yaml.safe_load((parent / "config.yaml").read_text())) + seconds
-    return seconds
-
-
 def duration(seconds: float) -> str:
     minutes = round(seconds / 60)
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
@@ -109,6 +91,8 @@ def main() -> int:
     from expertir.errors import ExpertirError
     from expertir.evaluation.publish import machine_line
     from expertir.models import build_model
+    from expertir.training.config import load_config
+    from expertir.training.logs import stage_folders
     from expertir.training.state import load_state
 
     try:
@@ -141,7 +125,12 @@ def main() -> int:
     save_checkpoint(out, model.float(), cfg["model"]["name"], metadata)
     if args.command:
         run = json.loads((args.run_dir / "run.json").read_text())
-        stages = stage_seconds(args.run_dir, cfg)
+        stages = [training_seconds(folder, int(load_config(folder / "config.yaml")["log"]["every"]),
+                                   int(json.loads((folder / "run.json").read_text())["effective_batch"]))
+                  for folder in stage_folders(args.run_dir)]
+        if len(stages) == 1 and str(cfg["train"].get("init") or "").endswith("final.safetensors"):
+            print(f"export_run: warning: the run that train.init continues ({cfg['train']['init']}) is not "
+                  f"here; its training time is not counted", file=sys.stderr)
         wall = f"{duration(sum(stages))} of training steps"
         if len(stages) > 1:
             wall += " (" + " + ".join(f"stage {i + 1}: {duration(t)}" for i, t in enumerate(stages)) + ")"

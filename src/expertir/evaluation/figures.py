@@ -1,6 +1,7 @@
 """Figures of a results run (PNG, matplotlib's object API with the Agg canvas).
 
-* :func:`curves_figure`: the training curves of one run folder — training loss (and its
+* :func:`curves_figure`: the training curves of one run folder (with the earlier stages it
+  continues, if it is a later stage of a recipe in stages) — training loss (and its
   L1 restoration term, where the loss has others) against step, and the validation **gain** per task (restored PSNR minus the input's) against step,
   so that every task starts from zero whatever its input quality; the ``clean`` task has no
   gain to show (its input *is* the target) and gets its own panel: the PSNR of
@@ -51,12 +52,6 @@ def _save(fig, path: str | Path, max_bytes: int | None = None, dpi: int = 100) -
     return path
 
 
-def _read_rows(path: Path) -> list[dict]:
-    from expertir.training.logs import read_csv
-
-    return read_csv(path) if path.is_file() else []
-
-
 def _digest(path: Path) -> str:
     import hashlib
 
@@ -102,8 +97,10 @@ def curves_figure(run_dir: str | Path, out: str | Path, title: str = "") -> Path
 
     from expertir.evaluation.verdict import CLEAN_FIDELITY_DB
 
+    from expertir.training.logs import stage_logs
+
     run_dir = Path(run_dir)
-    train, val = _read_rows(run_dir / "train.csv"), _read_rows(run_dir / "val.csv")
+    train, val, stage_starts = stage_logs(run_dir)
     if not train and not val:
         raise ExpertirError(f"{run_dir}: no train.csv or val.csv (not a training run folder)")
     tasks = list(dict.fromkeys(r["task"] for r in val))
@@ -148,6 +145,10 @@ def curves_figure(run_dir: str | Path, out: str | Path, title: str = "") -> Path
         ax_clean.legend(fontsize=7)
     for ax in axes:
         ax.grid(alpha=0.3)
+        for i, start in enumerate(stage_starts):
+            ax.axvline(start, color="0.5", lw=0.8, ls=":")
+            ax.annotate(f"stage {i + 2}", (start, 1), xycoords=("data", "axes fraction"), xytext=(2, -10),
+                        textcoords="offset points", fontsize=7, color="0.4")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

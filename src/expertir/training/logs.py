@@ -36,6 +36,50 @@ def read_csv(path: str | Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def earlier_stage(run_dir: str | Path) -> Path | None:
+    """The run folder that ``run_dir`` continues — the run whose ``final.safetensors`` its
+    ``train.init`` names (a later stage of a recipe in stages) — or None. A relative
+    ``train.init`` is relative to where the training ran, so it is also looked up from
+    each parent of the run folder."""
+    import yaml
+
+    config = Path(run_dir) / "config.yaml"
+    init = (yaml.safe_load(config.read_text()) or {}).get("train", {}).get("init") if config.is_file() else None
+    if not init or Path(init).name != "final.safetensors":
+        return None
+    init = Path(init)
+    places = [init] if init.is_absolute() else [init, *(parent / init for parent in Path(run_dir).resolve().parents)]
+    return next((p.parent for p in places if (p.parent / "train.csv").is_file()), None)
+
+
+def stage_folders(run_dir: str | Path) -> list[Path]:
+    """``run_dir`` and the runs it continues (:func:`earlier_stage`), earliest first."""
+    folders = [Path(run_dir)]
+    while (before := earlier_stage(folders[0])) is not None and before.resolve() not in \
+            {f.resolve() for f in folders}:
+        folders.insert(0, before)
+    return folders
+
+
+def stage_logs(run_dir: str | Path) -> tuple[list[dict], list[dict], list[int]]:
+    """``train.csv`` and ``val.csv`` rows of ``run_dir`` and the runs it continues, as one
+    run: a later stage's steps are counted on from the end of the one before. Also the
+    steps where each later stage begins."""
+    import yaml
+
+    train, val, starts, offset = [], [], [], 0
+    for i, folder in enumerate(stage_folders(run_dir)):
+        if i:
+            starts.append(offset)
+        for name, rows in (("train.csv", train), ("val.csv", val)):
+            if (folder / name).is_file():
+                rows += [{**r, "step": str(int(float(r["step"])) + offset)} for r in read_csv(folder / name)]
+        config = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").is_file() else {}
+        last = [int(float(r["step"])) for r in train if int(float(r["step"])) > offset]
+        offset += int(config.get("train", {}).get("steps") or 0) or (max(last) - offset if last else 0)
+    return train, val, starts
+
+
 class RunLogger:
     """Writes the logs of one run (main process only)."""
 
