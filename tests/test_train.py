@@ -61,6 +61,18 @@ def test_lr_warms_up_linearly_then_reaches_min_exactly_at_last_step():
     assert [lr_at(i, 3, 1.0, 0.0, 0) for i in range(3)] == pytest.approx([1.0, 0.5, 0.0])
 
 
+def test_psnr_loss_is_minus_the_mean_psnr_of_the_images():
+    from expertir.metrics import psnr
+    from expertir.training.trainer import psnr_loss
+
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(3, 3, 16, 16, generator=gen)
+    out = (target + torch.randn(3, 3, 16, 16, generator=gen) * torch.tensor([0.01, 0.05, 0.2])[:, None, None, None]).clamp(0, 1)
+    want = [psnr(o.permute(1, 2, 0).double().numpy(), t.permute(1, 2, 0).double().numpy(), crop=0)
+            for o, t in zip(out, target)]
+    assert psnr_loss(out, target).item() == pytest.approx(-sum(want) / 3, abs=1e-3)
+
+
 # --------------------------------------------------------------------------- configs
 def test_config_file_inherit_and_dotted_overrides(tmp_path):
     (tmp_path / "base.yaml").write_text("model:\n  name: restormer_tiny\ntrain:\n  steps: 100\n  lr: 3.0e-4\n")

@@ -69,6 +69,7 @@ DEFAULTS: dict = {
     "loss": {
         "l1": 1.0,
         "fft": 0.0,               # weight of the L1 loss between 2-D FFTs (0 = off)
+        "psnr": 0.0,              # weight of minus the PSNR in dB per image (NAFNet; 0 = off)
         "aux": {},                # name -> weight multiplying a model's auxiliary loss (default 1)
     },
     "ema": {"enabled": True, "decay": 0.999},

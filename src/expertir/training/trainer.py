@@ -9,7 +9,7 @@ device with DistributedDataParallel. It is four steps, each a function of this m
 * :func:`train_step` runs one optimizer step:
 
   1. ``accum`` micro-batches; each computes ``loss = l1·L1(out, clean) + fft·L1(FFT(out),
-     FFT(clean)) + Σ_name aux[name]·L_name``, where ``L_name`` are the auxiliary losses the
+     FFT(clean)) − psnr·PSNR(out, clean) + Σ_name aux[name]·L_name``, where ``L_name`` are the auxiliary losses the
      model returns in ``aux["losses"]`` (already weighted by the model; ``loss.aux`` can
      rescale them) — the trainer knows no model specifically;
   2. gradients averaged over devices (DDP) and micro-batches, clipped to ``grad_clip``;
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import random
@@ -72,6 +73,14 @@ def fft_l1(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(torch.view_as_real(torch.fft.rfft2(out)), torch.view_as_real(torch.fft.rfft2(target)))
 
 
+def psnr_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Minus the PSNR in dB (images in [0, 1]), averaged over the images, as NAFNet's PSNR
+    loss: it weighs each image's squared error by the inverse of its mean, so the well
+    restored images count as much as the badly degraded ones."""
+    mse = (out - target).pow(2).flatten(1).mean(1)
+    return 10.0 / math.log(10.0) * torch.log(mse + 1e-8).mean()
+
+
 def loss_terms(model, batch: dict, loss_cfg: dict, autocast) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total weighted loss of one micro-batch and each (unweighted by the trainer) term."""
     with autocast():
@@ -82,6 +91,9 @@ def loss_terms(model, batch: dict, loss_cfg: dict, autocast) -> tuple[torch.Tens
     if loss_cfg["fft"]:
         terms["fft"] = fft_l1(out, batch["clean"])
         total = total + loss_cfg["fft"] * terms["fft"]
+    if loss_cfg["psnr"]:
+        terms["psnr"] = psnr_loss(out, batch["clean"])
+        total = total + loss_cfg["psnr"] * terms["psnr"]
     for name, value in aux.get("losses", {}).items():
         terms[name] = value.float()
         total = total + float(loss_cfg["aux"].get(name, 1.0)) * value.to(total.dtype)
