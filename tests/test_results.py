@@ -4,6 +4,7 @@ import csv
 import importlib.util
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def test_curves_figure_of_a_run_folder(tmp_path):
 
 
 def test_a_later_stage_is_shown_with_the_run_it_continues(tmp_path):
-    from expertir.training.logs import stage_folders, stage_logs
+    from expertir.training.logs import plot_curves, stage_folders, stage_logs
 
     first = fake_run(tmp_path / "runs" / "shipped" / "m")
     (first / "config.yaml").write_text("train:\n  steps: 200\n")
@@ -63,7 +64,13 @@ def test_a_later_stage_is_shown_with_the_run_it_continues(tmp_path):
     assert sorted({int(r["step"]) for r in val}) == [100, 200, 220]
     (second / "config.yaml").write_text("train:\n  steps: 20\n  init: elsewhere/final.safetensors\n")
     assert stage_folders(second) == [second]  # the earlier stage is not here: the run alone
-    assert curves_figure(second, tmp_path / "c.png").is_file()
+    # a stage trained with the PSNR loss logs a negative loss: no log-scale plot of it
+    write_csv(second / "train.csv", [{"step": s, "loss": -20.0 - s / 10, "l1": 0.05, "psnr": -20.0 - s / 10,
+                                      "lr": 1e-4, "images_per_s": 9.0} for s in (10, 20)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert curves_figure(second, tmp_path / "c.png").is_file()
+        assert plot_curves(second).is_file()
 
 
 def test_run_folder_is_found_by_file_identity_then_by_name(tmp_path):

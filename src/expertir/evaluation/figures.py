@@ -96,7 +96,6 @@ def curves_figure(run_dir: str | Path, out: str | Path, title: str = "") -> Path
     from matplotlib.figure import Figure
 
     from expertir.evaluation.verdict import CLEAN_FIDELITY_DB
-
     from expertir.training.logs import stage_logs
 
     run_dir = Path(run_dir)
@@ -115,6 +114,8 @@ def curves_figure(run_dir: str | Path, out: str | Path, title: str = "") -> Path
             if column not in train[0] or (column == "l1" and all(r["l1"] == r["loss"] for r in train)):
                 continue
             values = np.array([float(r[column]) for r in train])
+            if (values <= 0).any():  # e.g. the PSNR loss (minus dB): the L1 term is always logged
+                continue
             ax_loss.plot(steps, values, color=colour, lw=0.6, alpha=0.35)
             smooth = np.convolve(values, np.ones(k) / k, mode="valid") if k > 1 else values
             ax_loss.plot(steps[k - 1:], smooth, color=colour, lw=1.5,

@@ -157,8 +157,9 @@ def plot_curves(run_dir: Path, path: Path | None = None, title: str = "") -> Pat
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=90)
     if train:
         steps = np.array([float(r["step"]) for r in train])
-        loss = np.array([float(r["loss"]) for r in train])
-        ax_loss.plot(steps, loss, color="0.75", lw=0.8, label="loss")
+        column = "loss" if all(float(r["loss"]) > 0 for r in train) else "l1"  # log scale: L1 if the loss is not positive
+        loss = np.array([float(r[column]) for r in train])
+        ax_loss.plot(steps, loss, color="0.75", lw=0.8, label="loss" if column == "loss" else "L1 term")
         k = max(1, len(loss) // 20)
         if k > 1:
             smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
