@@ -46,13 +46,14 @@ def latest_validation(run_dir: Path) -> tuple[int | None, dict]:
                   for r in rows if int(r["step"]) == step}
 
 
-def training_seconds(run_dir: Path, every: int, effective_batch: int) -> float:
-    """Seconds of training steps: each ``train.csv`` row covers ``every`` steps (the first
-    row may cover fewer) at its logged images/s."""
+def training_seconds(run_dir: Path) -> float:
+    """Seconds of training steps: each ``train.csv`` row covers the steps since the row
+    before, at its logged images/s (of the run's effective batch, ``run.json``)."""
+    batch = int(json.loads((run_dir / "run.json").read_text())["effective_batch"])
     done, total = 0, 0.0
     for row in csv.DictReader((run_dir / "train.csv").open()):
         step = int(row["step"])
-        total += (step - done) * effective_batch / float(row["images_per_s"])
+        total += (step - done) * batch / float(row["images_per_s"])
         done = step
     return total
 
@@ -91,7 +92,6 @@ def main() -> int:
     from expertir.errors import ExpertirError
     from expertir.evaluation.publish import machine_line
     from expertir.models import build_model
-    from expertir.training.config import load_config
     from expertir.training.logs import stage_folders
     from expertir.training.state import load_state
 
@@ -125,9 +125,7 @@ def main() -> int:
     save_checkpoint(out, model.float(), cfg["model"]["name"], metadata)
     if args.command:
         run = json.loads((args.run_dir / "run.json").read_text())
-        stages = [training_seconds(folder, int(load_config(folder / "config.yaml")["log"]["every"]),
-                                   int(json.loads((folder / "run.json").read_text())["effective_batch"]))
-                  for folder in stage_folders(args.run_dir)]
+        stages = [training_seconds(folder) for folder in stage_folders(args.run_dir)]
         if len(stages) == 1 and str(cfg["train"].get("init") or "").endswith("final.safetensors"):
             print(f"export_run: warning: the run that train.init continues ({cfg['train']['init']}) is not "
                   f"here; its training time is not counted", file=sys.stderr)

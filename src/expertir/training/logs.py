@@ -36,15 +36,20 @@ def read_csv(path: str | Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def run_config(run_dir: str | Path) -> dict:
+    """The resolved config a run folder keeps (``config.yaml``), or {} if it has none."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
 def earlier_stage(run_dir: str | Path) -> Path | None:
     """The run folder that ``run_dir`` continues — the run whose ``final.safetensors`` its
     ``train.init`` names (a later stage of a recipe in stages) — or None. A relative
     ``train.init`` is relative to where the training ran, so it is also looked up from
     each parent of the run folder."""
-    import yaml
-
-    config = Path(run_dir) / "config.yaml"
-    init = (yaml.safe_load(config.read_text()) or {}).get("train", {}).get("init") if config.is_file() else None
+    init = run_config(run_dir).get("train", {}).get("init")
     if not init or Path(init).name != "final.safetensors":
         return None
     init = Path(init)
@@ -63,10 +68,8 @@ def stage_folders(run_dir: str | Path) -> list[Path]:
 
 def stage_logs(run_dir: str | Path) -> tuple[list[dict], list[dict], list[int]]:
     """``train.csv`` and ``val.csv`` rows of ``run_dir`` and the runs it continues, as one
-    run: a later stage's steps are counted on from the end of the one before. Also the
-    steps where each later stage begins."""
-    import yaml
-
+    run: a later stage's steps are counted on from the planned end (``train.steps``) of the
+    one before. Also the steps where each later stage begins."""
     train, val, starts, offset = [], [], [], 0
     for i, folder in enumerate(stage_folders(run_dir)):
         if i:
@@ -74,9 +77,8 @@ def stage_logs(run_dir: str | Path) -> tuple[list[dict], list[dict], list[int]]:
         for name, rows in (("train.csv", train), ("val.csv", val)):
             if (folder / name).is_file():
                 rows += [{**r, "step": str(int(float(r["step"])) + offset)} for r in read_csv(folder / name)]
-        config = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").is_file() else {}
-        last = [int(float(r["step"])) for r in train if int(float(r["step"])) > offset]
-        offset += int(config.get("train", {}).get("steps") or 0) or (max(last) - offset if last else 0)
+        steps = run_config(folder).get("train", {}).get("steps")
+        offset = offset + int(steps) if steps else max((int(r["step"]) for r in train), default=offset)
     return train, val, starts
 
 
