@@ -106,6 +106,31 @@ def test_classical_denoisers_beat_identity_on_gray(rng):
         assert independent_psnr(out, clean) > base + 3
 
 
+def test_bm3d_outputs_are_cached_by_input_and_sigma(tmp_path, monkeypatch, rng):
+    import bm3d
+
+    from expertir.evaluation.classical import BM3D
+
+    monkeypatch.setenv("EXPERTIR_CACHE_DIR", str(tmp_path))
+    colour = np.clip(smooth_image(32, 32, seed=1) + rng.normal(0, 0.1, (32, 32, 3)), 0, 1).astype(np.float32)
+    method = make_classical("bm3d")
+    first = {(k, s): method.denoise(img, s) for k, img in (("gray", colour[..., :1]), ("colour", colour))
+             for s in (25.0, 50.0)}
+    assert len(list((tmp_path / "bm3d").glob("*.npy"))) == 4  # one per input and σ
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("BM3D ran although its output was cached")
+
+    monkeypatch.setattr(bm3d, "bm3d", not_again)
+    monkeypatch.setattr(bm3d, "bm3d_rgb", not_again)
+    for (kind, sigma), out in first.items():
+        img = colour[..., :1] if kind == "gray" else colour
+        assert np.array_equal(method.denoise(img, sigma), out)
+    BM3D.cache_path(colour, 25.0).write_bytes(b"damaged")  # an unreadable entry is computed again
+    with pytest.raises(AssertionError, match="was cached"):
+        method.denoise(colour, 25.0)
+
+
 def test_dark_channel_prior_removes_uniform_haze():
     from expertir.data.benchmarks import Sample
 

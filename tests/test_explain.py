@@ -28,10 +28,10 @@ def sler():
 @pytest.fixture
 def small_probe(monkeypatch, tmp_path):
     """CEA's probe fitted on one 32-px crop per photo (35 patches), cached in a fresh folder."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("EXPERTIR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(probe, "CROPS_PER_PHOTO", 1)
     monkeypatch.setattr(probe, "PATCH", 32)
-    return tmp_path / "cache" / "expertir" / "probes"
+    return tmp_path / "cache" / "probes"
 
 
 def _png(path, img):

@@ -13,15 +13,14 @@ tell degradations apart is measured, not assumed, by a linear probe:
   The held-out accuracy is measured leaving one photo out at a time; the stored probe is
   then fitted on all patches.
 * **Cache**: fitted once per model weights (the key hashes the configuration and every
-  tensor of the state dict) and stored as JSON under ``$XDG_CACHE_HOME/expertir/probes``
-  (``~/.cache`` when unset). A damaged cache file is fitted again.
+  tensor of the state dict) and stored as JSON in ``probes/`` of the user's cache folder
+  (:func:`expertir.cache.cache_dir`). A damaged cache file is fitted again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from expertir.atomic import atomic_path
+from expertir.cache import cache_dir
 from expertir.data.tasks import TASK_IDS
 
 #: Bump when features, data or fit change, so old cache files are not reused.
@@ -38,12 +38,6 @@ PROBE_VERSION = 1
 PATCH = 64  # pixels per side of a probe patch
 CROPS_PER_PHOTO = 6
 L2_PENALTY = 1e-3
-
-
-def cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/expertir`` (``~/.cache/expertir`` when unset)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "expertir"
 
 
 def model_key(model: nn.Module) -> str:

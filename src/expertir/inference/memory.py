@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from expertir.cache import cache_dir
 from expertir.errors import ExpertirError
 from expertir.inference.device import autocast_for
 
@@ -209,14 +210,6 @@ def forward_peak(model: nn.Module, size: int, device: torch.device | str = "cpu"
 
 
 # ---------------------------------------------------------------------------- cached profile
-
-def cache_dir() -> Path:
-    """``$EXPERTIR_CACHE_DIR``, else ``$XDG_CACHE_HOME/expertir``, else ``~/.cache/expertir``."""
-    if os.environ.get("EXPERTIR_CACHE_DIR"):
-        return Path(os.environ["EXPERTIR_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "expertir"
-
 
 def model_key(model: nn.Module, device: torch.device | str) -> str:
     """What the memory of a forward depends on: the architecture (class and its options, or
