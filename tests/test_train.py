@@ -261,10 +261,15 @@ def test_export_run_writes_the_ema_weights_with_public_paths_and_the_training_re
                                        f"train.init={run / 'final.safetensors'}"),
                             capture_output=True, text=True, env=_env(), timeout=300)
     assert stage2.returncode == 0, stage2.stderr[-2000:]
+    for folder, rain in ((run, 27.5), (tmp_path / "run2", 27.25)):  # each stage's validation
+        (folder / "val.csv").write_text("step,task,psnr,input_psnr\n3,denoise_25,28.0,20.4\n"
+                                        f"3,derain,{rain},25.0\n")
     done = subprocess.run([sys.executable, "tools/export_run.py", str(tmp_path / "run2"), "-o", str(tmp_path / "s2.safetensors"),
                            "--command", "c"], capture_output=True, text=True, env=_env(), timeout=300, cwd=root)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "(stage 1: " in read_record(tmp_path / "s2.safetensors")["wall_time"]  # the time of both stages
+    assert "derain | 27.50 | 27.25 (worse)" in done.stdout and "denoise_25 | 28.00 | 28.00\n" in done.stdout
+    assert "worse than the one before on derain 27.50 -> 27.25" in done.stderr
 
     (run / "final.safetensors").unlink()  # as if the run were still going: a milestone
     assert export("--command", "x").returncode != 0

@@ -12,7 +12,9 @@ including the data sources), and ``--command`` also writes the training record
 command, the device, the date the run finished and its training time (the logged steps'
 time summed over all sittings of a resumed run, and over the earlier stages when
 ``train.init`` names another run's ``final.safetensors``; validation and checkpoint writing
-excluded).
+excluded). A finished later stage also prints each stage's last validation PSNR per task and
+warns about every task the last stage made worse: a stage is meant to ship only if it loses
+none.
 Reading ``last.pt`` runs no code (``torch.load(weights_only=True)``).
 
     python tools/export_run.py RUN_DIR [-o RUN_DIR/milestone_stepNNNNNNN.safetensors]
@@ -56,6 +58,25 @@ def training_seconds(run_dir: Path) -> float:
         total += (step - done) * batch / float(row["images_per_s"])
         done = step
     return total
+
+
+def stage_validation(folders: list[Path]) -> tuple[str, list[str]]:
+    """A table of each stage's last validation PSNR per task (``folders``: earliest stage
+    first) and the tasks where the last stage is below the one before; ("", []) unless
+    every stage validated."""
+    vals = [latest_validation(folder) for folder in folders]
+    if len(folders) < 2 or not all(v for _, v in vals):
+        return "", []
+    lines = ["task | " + " | ".join(f"stage {i + 1} (step {step})" for i, (step, _) in enumerate(vals))]
+    worse = []
+    for task, last in vals[-1][1].items():
+        cells = [f"{v[task]['psnr']:.2f}" if task in v else "-" for _, v in vals]
+        before = vals[-2][1].get(task)
+        if before is not None and last["psnr"] < before["psnr"]:
+            worse.append(f"{task} {before['psnr']:.2f} -> {last['psnr']:.2f}")
+            cells[-1] += " (worse)"
+        lines.append(f"{task} | " + " | ".join(cells))
+    return "\n".join(lines), worse
 
 
 def duration(seconds: float) -> str:
@@ -138,6 +159,13 @@ def main() -> int:
                   "wall_time": wall,
                   **({"conditions": args.conditions} if args.conditions else {})}
         out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    if finished:
+        table, worse = stage_validation(stage_folders(args.run_dir))
+        if table:
+            print("validation PSNR (dB) at the end of each stage:\n" + table)
+        if worse:
+            print(f"export_run: warning: the last stage is worse than the one before on {', '.join(worse)}",
+                  file=sys.stderr)
     print(f"{out}: {cfg['model']['name']} EMA weights at step {step} of {planned}"
           + (" (finished run" + (", with its training record)" if args.command else ")") if finished
              else f", validated at step {metadata['metrics']['validation_step']}"))
