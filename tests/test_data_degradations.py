@@ -172,6 +172,14 @@ def test_layer_rain_intensity_range_and_procedural_share(tmp_path):
             D.LayerRain(bank, **bad)
 
 
+def test_dark_scene_keeps_black_and_white_and_darkens_the_rest_without_noise():
+    ramp = np.repeat(np.linspace(0, 1, 11, dtype=np.float32)[None, :, None], 3, axis=2)
+    out = D.dark_scene(ramp, seed=0)
+    assert out[0, 0, 0] == 0 and out[0, -1, 0] == 1  # the white point stays
+    assert np.all(out[0, 1:-1] < ramp[0, 1:-1]) and np.all(np.diff(out[0, :, 0]) > 0)  # darker, same order
+    np.testing.assert_allclose(D.dark_scene(ramp, 0, gamma=2.0), ramp ** 2, atol=1e-6)
+
+
 def test_clean_synthesizer_is_the_identity():
     img = np.random.default_rng(1).uniform(0, 1, (8, 8, 3)).astype(np.float32)
     assert np.array_equal(D.SYNTHESIZERS["clean"](img, 0), img)

@@ -123,6 +123,21 @@ def test_clean_task_target_is_its_input(tmp_path):
         assert same == (TASK_IDS[item["task"]] == "clean")
 
 
+def test_dark_scenes_darken_a_share_of_clean_samples_target_included(tmp_path):
+    root = _data_root(tmp_path, np.random.default_rng(3), gray=3, colour=3)
+    plain = build_train_dataset(root, ["clean"], patch_size=32, length=400)
+    dark = build_train_dataset(root, ["clean"], patch_size=32, length=400, dark_scene_share=0.5)
+    darker = 0
+    for i in range(400):
+        a, b = plain.dataset[i], dark.dataset[i]
+        assert torch.equal(b["degraded"], b["clean"])  # still left alone
+        if not torch.equal(a["clean"], b["clean"]):
+            darker += 1
+            assert float(b["clean"].mean()) < float(a["clean"].mean())
+    assert 150 < darker < 250  # about half
+    assert "50% of them dark scenes" in " ".join(dark.report)
+
+
 def test_several_roots_streak_layers_and_real_low_light_pairs(tmp_path):
     rng = np.random.default_rng(4)
     shared = _data_root(tmp_path / "shared", rng, gray=3, colour=3)

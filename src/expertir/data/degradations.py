@@ -389,6 +389,21 @@ def low_light(img: Image, seed: int, gamma: float | None = None, scale: float | 
     return _finish(dark + std * rng.standard_normal(img.shape).astype(np.float32))
 
 
+def dark_scene(img: Image, seed: int, gamma: float | None = None) -> Image:
+    """A dark scene, properly exposed: ``x ** gamma`` (``gamma`` U(1.5, 3.0) when ``None``).
+
+    What a camera records of a dark subject (a black machine, a night street under lamps):
+    most of the image is dark, but the white point stays where it was (highlights still
+    reach the top of the range) and no noise is added. An underexposed photo
+    (:func:`low_light`) differs exactly there: its highlights are scaled down and it carries
+    sensor noise. The training recipe uses it as a *scene* of the ``clean`` task (the image
+    and its target both darkened), so that a dark photo is left alone rather than brightened.
+    """
+    img = _check(img)
+    gamma = _rng(seed).uniform(1.5, 3.0) if gamma is None else gamma
+    return _finish(np.power(img, float(gamma)))
+
+
 # --------------------------------------------------------------------------- by name
 def _random_noise(img: Image, seed: int) -> Image:
     """Gaussian noise with σ drawn U(10, 50) from the seed (for the mixed sets)."""

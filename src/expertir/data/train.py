@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import Dataset
 
 from expertir.data import layouts
-from expertir.data.degradations import SYNTHESIZERS, LayerRain, StreakLayers, is_gray, sub_seed
+from expertir.data.degradations import SYNTHESIZERS, LayerRain, StreakLayers, dark_scene, is_gray, sub_seed
 from expertir.data.tasks import TASK_IDS, task_label
 from expertir.errors import ExpertirError, ImageReadError
 from expertir.imageio import read_image
@@ -87,12 +87,16 @@ class PairSource:
 class SynthSource:
     """Clean images, degraded on the fly by ``fn(img, seed)`` (default: the task's
     synthesizer). ``weights`` (one per image, any scale) makes some images likelier to be
-    drawn; ``None`` draws them uniformly."""
+    drawn; ``None`` draws them uniformly. ``scene(img, seed)``, drawn for a ``scene_share``
+    of the samples, changes the clean image itself (target included) before ``fn`` sees it
+    (e.g. :func:`~expertir.data.degradations.dark_scene`)."""
 
     images: list[ImageRef]
     fn: Callable[[np.ndarray, int], np.ndarray] | None = None
     description: str = "synthesised"
     weights: list[float] | None = None
+    scene: Callable[[np.ndarray, int], np.ndarray] | None = None
+    scene_share: float = 0.0
 
     def __post_init__(self):
         self._p = None if self.weights is None else np.asarray(self.weights, np.float64) / sum(self.weights)
@@ -212,6 +216,8 @@ class TrainDataset(Dataset):
             size = self.synth_context
             clean = to_float(dihedral(self._crop(rng, load_training_image(src.pick(rng)), size=size)[0], k))
             clean = np.ascontiguousarray(clean)
+            if src.scene is not None and rng.random() < src.scene_share:
+                clean = src.scene(clean, int(rng.integers(2**31)))
             fn = src.fn or SYNTHESIZERS[task]
             degraded = fn(clean, int(rng.integers(2**31)))
             if size > self.patch_size:
@@ -431,6 +437,7 @@ def build_train_dataset(data_root, tasks: Sequence[str], ratios: dict[str, float
                         layout: str = "auto", use_skimage_photos: bool = False,
                         colour_share: float | dict | None = None, rain: str = "auto",
                         rain_intensity: Sequence[float] = (0.5, 1.0), rain_procedural_share: float = 0.0,
+                        dark_scene_share: float = 0.0,
                         val_images: int = 0, val_patch: int = 128) -> TrainingData:
     """Find training data under ``data_root`` (one folder or a list) for ``tasks``.
 
@@ -440,7 +447,8 @@ def build_train_dataset(data_root, tasks: Sequence[str], ratios: dict[str, float
     composited from real streak layers when a ``rain-streaks/<SET>`` folder is found
     (``rain="auto"`` or ``"layers"``; streak weight drawn from ``rain_intensity``, and a
     ``rain_procedural_share`` of the draws procedural instead), else drawn procedurally
-    (``"procedural"``).
+    (``"procedural"``). ``dark_scene_share`` of the ``clean`` task's samples show a dark
+    scene (:func:`~expertir.data.degradations.dark_scene`), also to be left alone.
     ``colour_share``: the share of draws given to colour images, one number for all tasks
     or a mapping task → share (key ``default`` for the rest); ``None`` draws every image
     equally. ``val_images`` clean images of each kind (and real pairs) are held out of
@@ -489,6 +497,9 @@ def build_train_dataset(data_root, tasks: Sequence[str], ratios: dict[str, float
         share = _share_for(colour_share, task)
         sources[task] = pool.source(fn, share, f"synthesised on {clean_desc}")
         how = {"clean": "left undegraded (target = input)"}.get(task, "synthesised on the fly")
+        if task == "clean" and dark_scene_share > 0:
+            sources[task].scene, sources[task].scene_share = dark_scene, float(dark_scene_share)
+            how += f", {dark_scene_share:.0%} of them dark scenes"
         if task == "derain":
             how += f" with {rain_fn!r}" if rain_fn is not None else " with procedural streaks"
         shares = "" if share is None else f", colour drawn {share:.0%}"

@@ -40,6 +40,7 @@ DEFAULTS: dict = {
         "rain": "auto",           # auto | layers (real streak layers) | procedural
         "rain_intensity": [0.5, 1.0],  # range of the streak-layer weight (uniform)
         "rain_procedural_share": 0.0,  # with layers: share of rain draws that use procedural streaks
+        "dark_scene_share": 0.0,  # share of the clean task's draws that show a dark scene (left alone too)
         "procedural": 0,          # >0: train on that many generated images instead (tests, smoke runs)
         "val_images": 4,          # clean images (or pairs) per task held out for validation
         "val_patch": 128,
@@ -197,9 +198,10 @@ def check_config(cfg: dict) -> None:
     if (not isinstance(lo_hi, (list, tuple)) or len(lo_hi) != 2
             or not all(isinstance(v, (int, float)) for v in lo_hi) or not 0 < lo_hi[0] <= lo_hi[1]):
         raise ExpertirError(f"data.rain_intensity must be a range [lo, hi] with 0 < lo <= hi, got {lo_hi!r}")
-    share = d["rain_procedural_share"]
-    if not isinstance(share, (int, float)) or not 0 <= share <= 1:
-        raise ExpertirError(f"data.rain_procedural_share must be a number in [0, 1], got {share!r}")
+    for key in ("rain_procedural_share", "dark_scene_share"):
+        share = d[key]
+        if not isinstance(share, (int, float)) or not 0 <= share <= 1:
+            raise ExpertirError(f"data.{key} must be a number in [0, 1], got {share!r}")
 
 
 def save_config(cfg: dict, path: str | Path) -> None:

@@ -105,4 +105,5 @@ def build_dataset(data_cfg: dict, seed: int) -> TrainingData:
                                colour_share=data_cfg["colour_share"], rain=data_cfg["rain"],
                                rain_intensity=data_cfg["rain_intensity"],
                                rain_procedural_share=float(data_cfg["rain_procedural_share"]),
+                               dark_scene_share=float(data_cfg["dark_scene_share"]),
                                val_images=val_images, val_patch=val_patch, **common)
