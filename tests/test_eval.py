@@ -129,6 +129,9 @@ def test_bm3d_outputs_are_cached_by_input_and_sigma(tmp_path, monkeypatch, rng):
     BM3D.cache_path(colour, 25.0).write_bytes(b"damaged")  # an unreadable entry is computed again
     with pytest.raises(AssertionError, match="was cached"):
         method.denoise(colour, 25.0)
+    monkeypatch.undo()
+    monkeypatch.setenv("EXPERTIR_CACHE_DIR", "/proc/no-such-dir")  # cannot be written: still denoises
+    np.testing.assert_allclose(method.denoise(colour, 50.0), first["colour", 50.0], atol=1e-4)
 
 
 def test_dark_channel_prior_removes_uniform_haze():

@@ -129,8 +129,11 @@ class BM3D(_Denoiser):
         else:
             out = bm3d.bm3d_rgb(img.astype(np.float64), sigma_psd=sigma / 255.0)
         out = np.clip(out, 0, 1).astype(np.float32)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.save(f, out)
+        try:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.save(f, out)
+        except OSError:
+            pass  # a cache that cannot be written only costs the next run the time
         return out
 
     @staticmethod
