@@ -28,7 +28,6 @@ machine that trained them.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import sys
@@ -37,10 +36,10 @@ from pathlib import Path
 
 def latest_validation(run_dir: Path) -> tuple[int | None, dict]:
     """Step and per-task PSNR of the run's last validation (``val.csv``), if any."""
+    from expertir.training.logs import read_csv
+
     path = run_dir / "val.csv"
-    if not path.is_file():
-        return None, {}
-    rows = list(csv.DictReader(path.open()))
+    rows = read_csv(path) if path.is_file() else []
     if not rows:
         return None, {}
     step = max(int(r["step"]) for r in rows)
@@ -51,9 +50,11 @@ def latest_validation(run_dir: Path) -> tuple[int | None, dict]:
 def training_seconds(run_dir: Path) -> float:
     """Seconds of training steps: each ``train.csv`` row covers the steps since the row
     before, at its logged images/s (of the run's effective batch, ``run.json``)."""
+    from expertir.training.logs import read_csv
+
     batch = int(json.loads((run_dir / "run.json").read_text())["effective_batch"])
     done, total = 0, 0.0
-    for row in csv.DictReader((run_dir / "train.csv").open()):
+    for row in read_csv(run_dir / "train.csv"):
         step = int(row["step"])
         total += (step - done) * batch / float(row["images_per_s"])
         done = step
@@ -144,9 +145,10 @@ def main() -> int:
     metadata = rename(metadata, renames)
     out = args.output or args.run_dir / f"milestone_step{step:07d}.safetensors"
     save_checkpoint(out, model.float(), cfg["model"]["name"], metadata)
+    folders = stage_folders(args.run_dir)  # this run and the earlier stages it continues
     if args.command:
         run = json.loads((args.run_dir / "run.json").read_text())
-        stages = [training_seconds(folder) for folder in stage_folders(args.run_dir)]
+        stages = [training_seconds(folder) for folder in folders]
         if len(stages) == 1 and str(cfg["train"].get("init") or "").endswith("final.safetensors"):
             print(f"export_run: warning: the run that train.init continues ({cfg['train']['init']}) is not "
                   f"here; its training time is not counted", file=sys.stderr)
@@ -160,7 +162,7 @@ def main() -> int:
                   **({"conditions": args.conditions} if args.conditions else {})}
         out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     if finished:
-        table, worse = stage_validation(stage_folders(args.run_dir))
+        table, worse = stage_validation(folders)
         if table:
             print("validation PSNR (dB) at the end of each stage:\n" + table)
         if worse:
