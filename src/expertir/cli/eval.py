@@ -51,6 +51,9 @@ def add_parser(sub) -> None:
     p.add_argument("--tile", type=_tile, metavar="N|auto",
                    help="restore in N-pixel tiles, or auto: tiles only where the whole image "
                         "does not fit the memory budget (default: whole images)")
+    p.add_argument("--no-exposure-guard", dest="exposure_guard", action="store_false",
+                   help="measure the networks' raw output, without the exposure guard that "
+                        "keeps properly exposed photos from being brightened")
     p.add_argument("--sigma", type=float, metavar="S",
                    help="noise σ (0-255) for bm3d/nlm on sets whose name carries none (paired:DIR)")
     p.add_argument("--device", metavar="D", help="cpu, cuda, cuda:N or mps (default: best available)")
@@ -79,7 +82,7 @@ def run(args) -> int:
     for line in benchmark.missing:
         print(f"expertir: missing: {line}")
     methods = build_methods(_names(args.method), _names(args.model), args.weights, args.untrained,
-                            args.sigma, args.tile, device)
+                            args.sigma, args.tile, device, args.exposure_guard)
     label = "_".join(m.name for m in methods)
     outdir = Path(args.output or Path("runs") / "eval" /
                   re.sub(r"[^A-Za-z0-9._=-]+", "_", f"{'+'.join(args.benchmark)}_{label}"))

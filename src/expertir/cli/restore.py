@@ -51,6 +51,9 @@ def add_parser(sub) -> None:
                    help="memory budget per image, e.g. 2GB or 800MB (default: half of the "
                         "available memory, on CPU at most 1.5 GB)")
     p.add_argument("--overlap", type=int, default=32, metavar="M", help="tile overlap in pixels (default 32)")
+    p.add_argument("--no-exposure-guard", dest="exposure_guard", action="store_false",
+                   help="let the network brighten photos whose highlights already reach white "
+                        "(by default they keep their exposure: a dark scene is not underexposed)")
     p.add_argument("--device", metavar="D", help="cpu, cuda, cuda:N or mps (default: best available)")
     p.set_defaults(func=run)
 
@@ -109,6 +112,7 @@ def run(args) -> int:
             h, w = image.rgb.shape[:2]
             out = restore(net, image.rgb, tile=args.tile, overlap=args.overlap, device=device,
                           max_memory=args.max_memory, progress=tiles, on_measure=tqdm.write,
+                          exposure_guard=args.exposure_guard,
                           on_plan=lambda plan, name=f"{src} ({w}×{h})": tqdm.write(f"{name}: {plan}"))
             write_image(dst, out, like=image)
             del image, out  # free both before the next image is read

@@ -108,16 +108,18 @@ class ModelMethod:
     """A restoration network as an evaluation method (whole image, or tiled with ``tile``).
 
     ``pretrained``: the :class:`~expertir.weights.Pretrained` it came from, if any (its
-    file and metadata: what a model card or a training-curve lookup needs)."""
+    file and metadata: what a model card or a training-curve lookup needs);
+    ``exposure_guard``: as :func:`expertir.inference.restore` (on: what users get)."""
 
     def __init__(self, name: str, model, description: str = "", tile: int | None = None,
-                 device=None, pretrained=None):
+                 device=None, pretrained=None, exposure_guard: bool = True):
         self.name = name
         self.model = model
         self.description = description or name
         self.tile = tile
         self.device = device
         self.pretrained = pretrained
+        self.exposure_guard = exposure_guard
 
     def applies_to(self, task_set) -> bool:
         return True  # all-in-one: one network for every task, no label
@@ -125,7 +127,8 @@ class ModelMethod:
     def restore(self, sample, task_set) -> np.ndarray:
         from expertir.inference import restore
 
-        return restore(self.model, sample.degraded, tile=self.tile, device=self.device)
+        return restore(self.model, sample.degraded, tile=self.tile, device=self.device,
+                       exposure_guard=self.exposure_guard)
 
 
 def column_label(task_set) -> str:

@@ -12,6 +12,9 @@ of a whole large image is never made.
 
 If a whole-image run runs out of memory (CUDA OOM, or a failed CPU allocation), it is
 retried once in tiles planned from the default budget, and the plan callback hears so.
+
+The whole restored image then passes the exposure guard (:mod:`expertir.inference.exposure`),
+which takes back brightening that the input's white point rules out.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch.nn.functional as F
 
 from expertir.errors import ExpertirError
 from expertir.inference.device import autocast_for, select_device
+from expertir.inference.exposure import keep_exposure
 from expertir.inference.plan import TilePlan, plan_restore, size_multiple, tile_grid
 from expertir.inference.tiling import tile_window
 from expertir.models.blocks import pad_to_multiple
@@ -125,7 +129,8 @@ def _free(device: torch.device) -> None:
 @torch.inference_mode()
 def restore(model: nn.Module, image, tile: int | str | None = "auto", overlap: int = 32,
             device: str | torch.device | None = None, tile_batch: int | None = None,
-            max_memory: int | None = None, progress=None, on_plan=None, on_measure=None):
+            max_memory: int | None = None, progress=None, on_plan=None, on_measure=None,
+            exposure_guard: bool = True):
     """Restore ``image`` (H×W×3 float numpy in [0,1], or an N×C×H×W tensor).
 
     ``tile``: ``"auto"`` (default) runs the whole image when it fits the memory budget
@@ -138,6 +143,8 @@ def restore(model: nn.Module, image, tile: int | str | None = "auto", overlap: i
     (twice if a whole-image run ran out of memory and was retried tiled); ``on_measure(msg)``
     hears when the model's memory is about to be measured (once per model, then cached).
     ``progress`` (a tqdm bar) is reset to the number of tiles and advanced as they finish.
+    ``exposure_guard`` (default on) removes the brightening of images whose white point is
+    intact (:mod:`expertir.inference.exposure`); off gives the network's output as it is.
     Returns the type it got. Raises :class:`~expertir.errors.ExpertirError` when memory
     runs out even in tiles.
     """
@@ -157,28 +164,40 @@ def restore(model: nn.Module, image, tile: int | str | None = "auto", overlap: i
     for i in range(x.shape[0]):
         if on_plan is not None and i == 0:
             on_plan(plan)
-        try:
-            _run(model, x[i:i + 1], out[i], plan, device, progress)
-            continue
-        except (RuntimeError, MemoryError) as exc:
-            if not is_out_of_memory(exc):
-                raise
-            error = str(exc).splitlines()[0][:120]
-        _free(device)
-        if not plan.whole:
-            raise ExpertirError(f"out of memory with {plan} ({error}); "
-                                "try a smaller --max-memory or --tile")
-        plan = plan_restore(model, h, w, device, "auto", overlap, max_memory, tile_batch,
-                            allow_whole=False)
-        plan.reason = f"whole image ran out of memory, retried tiled; {plan.reason}"
-        if on_plan is not None:
-            on_plan(plan)
-        try:
-            _run(model, x[i:i + 1], out[i], plan, device, progress)
-        except (RuntimeError, MemoryError) as exc:
-            if not is_out_of_memory(exc):
-                raise
-            _free(device)
-            raise ExpertirError(f"out of memory even with {plan} "
-                                f"({str(exc).splitlines()[0][:120]})") from None
+        plan = _run_or_retry_tiled(model, x[i:i + 1], out[i], plan, device, progress, on_plan,
+                                   (h, w, overlap, max_memory, tile_batch))
+        if exposure_guard:
+            keep_exposure(x[i].permute(1, 2, 0).numpy(), out[i].permute(1, 2, 0).numpy(),
+                          inplace=True)
     return result
+
+
+def _run_or_retry_tiled(model, x, out, plan, device, progress, on_plan, planning) -> TilePlan:
+    """:func:`_run` with ``plan``; if a whole-image run runs out of memory, once more in tiles.
+    Returns the plan that ran (kept for the next image)."""
+    try:
+        _run(model, x, out, plan, device, progress)
+        return plan
+    except (RuntimeError, MemoryError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        error = str(exc).splitlines()[0][:120]
+    _free(device)
+    if not plan.whole:
+        raise ExpertirError(f"out of memory with {plan} ({error}); "
+                            "try a smaller --max-memory or --tile")
+    h, w, overlap, max_memory, tile_batch = planning
+    plan = plan_restore(model, h, w, device, "auto", overlap, max_memory, tile_batch,
+                        allow_whole=False)
+    plan.reason = f"whole image ran out of memory, retried tiled; {plan.reason}"
+    if on_plan is not None:
+        on_plan(plan)
+    try:
+        _run(model, x, out, plan, device, progress)
+    except (RuntimeError, MemoryError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        _free(device)
+        raise ExpertirError(f"out of memory even with {plan} "
+                            f"({str(exc).splitlines()[0][:120]})") from None
+    return plan
