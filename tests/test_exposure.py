@@ -40,7 +40,7 @@ def test_a_dark_scene_keeps_its_exposure():
     kept = restore(Brighten(), img, device="cpu")
     assert psnr(raw, img) < 15  # the network alone brightens it a lot
     assert psnr(kept, img) > psnr(raw, img) + 8
-    assert float((kept - img).mean()) < 0.15 * float((raw - img).mean())
+    assert float((kept - img).mean()) < 0.25 * float((raw - img).mean())  # 10 % gain allowed
 
 
 def test_an_underexposed_photo_is_brightened_as_the_network_says():

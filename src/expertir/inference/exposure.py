@@ -8,8 +8,8 @@ dark photos that need no brightening (``docs/design.md``, "Exposure guard"). The
 can tell them apart: an underexposed photo has its highlights scaled down, a dark scene
 keeps its white point. So after the network, where the input's white point (the 99.5th
 percentile of the per-pixel channel maximum) is at least :data:`WHITE_EXPOSED`, the output
-is divided by its local brightening gain (Gaussian-smoothed output over smoothed input,
-beyond a small tolerance); the guard fades in linearly from :data:`WHITE_UNDEREXPOSED` so
+is divided by its local brightening gain (Gaussian-smoothed output over smoothed input)
+beyond a small tolerance; the guard fades in linearly from :data:`WHITE_UNDEREXPOSED` so
 that no threshold flips an image between two very different results. Darkening and changes
 finer than the smoothing scale (denoising, deblurring, rain removal) are left as the
 network made them.
@@ -26,8 +26,10 @@ WHITE_UNDEREXPOSED = 0.7
 WHITE_EXPOSED = 0.9
 #: Smoothing scale (pixels) of the local gain.
 SIGMA = 4.0
-#: Brightening allowed before the guard acts (on the 0–1 scale), and the offset that keeps
-#: the gain of near-black areas finite.
+#: Brightening allowed before the guard acts: a gain of 10 % (denoising lifts highlights
+#: that clipped noise pulled down by about that much at σ = 50) and 2/255 on the 0–1 scale
+#: (quantisation); and the offset that keeps the gain of near-black areas finite.
+GAIN_TOLERANCE = 0.10
 TOLERANCE = 2 / 255
 EPS = 1 / 255
 
@@ -68,7 +70,7 @@ def keep_exposure(degraded: np.ndarray, restored: np.ndarray, inplace: bool = Fa
         smooth = (SIGMA, SIGMA, 0)
         gain = (gaussian_filter(restored[lo:hi], smooth, mode="reflect") + EPS) / (
             gaussian_filter(degraded[lo:hi], smooth, mode="reflect") + EPS + TOLERANCE)
-        excess = np.maximum(gain[top - lo:bottom - lo], 1.0) - 1.0
+        excess = np.maximum(gain[top - lo:bottom - lo] / (1.0 + GAIN_TOLERANCE), 1.0) - 1.0
         if pending is not None:
             out[pending[0]:pending[0] + len(pending[1])] = pending[1]
         pending = (top, np.clip(restored[top:bottom] / (1.0 + strength * excess), 0.0, 1.0))
