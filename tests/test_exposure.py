@@ -74,7 +74,7 @@ def test_evaluation_can_measure_the_raw_network():
     raw, = build_methods(models=["restormer_tiny"], untrained=True, exposure_guard=False)
     assert guarded.exposure_guard and not raw.exposure_guard
     assert "without the exposure guard" in raw.description
-    assert "exposure guard" not in guarded.description
+    assert "with the exposure guard" in guarded.description
 
 
 def test_bands_in_place_equal_the_whole_image_at_once():

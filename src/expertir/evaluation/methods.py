@@ -50,7 +50,7 @@ def build_methods(methods: Sequence[str] = (), models: Sequence[str] = (),
         networks.append((name, path))
     counts = Counter([m.name for m in rows] + [name for name, _ in networks])
     tiles = {None: "", "auto": ", tiled where needed (auto)"}.get(tile, f", tiles of {tile}")
-    tiles += "" if exposure_guard else ", without the exposure guard"
+    tiles += ", with the exposure guard" if exposure_guard else ", without the exposure guard"
     for name, path in networks:
         if counts[name] > 1 and path:  # several rows of one model: every file row names its file
             name = f"{name} ({Path(path).parent.name}/{Path(path).stem})"
