@@ -86,3 +86,12 @@ def test_bands_in_place_equal_the_whole_image_at_once():
         inplace = brightened.copy()
         assert keep_exposure(img, inplace, inplace=True, rows=rows) is inplace
         np.testing.assert_allclose(inplace, whole, atol=1e-6)
+
+
+def test_restore_reports_what_the_guard_took_back():
+    heard = []
+    restore(Brighten(), dark_scene(), device="cpu", on_exposure=heard.append)
+    assert len(heard) == 1 and heard[0] > 20 / 255
+    heard.clear()
+    restore(Brighten(), dark_scene() * 0.3, device="cpu", on_exposure=heard.append)
+    assert heard == [0.0]

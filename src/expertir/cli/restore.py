@@ -58,6 +58,16 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _report_exposure(src, darkened: float) -> None:
+    """One line when the exposure guard took back a visible brightening (≥ 1/255 on average)."""
+    from tqdm import tqdm
+
+    if darkened * 255 >= 1:
+        tqdm.write(f"{src}: kept its exposure (its highlights reach white); the network "
+                   f"brightened it by {darkened * 255:.0f}/255 on average "
+                   "(--no-exposure-guard keeps that)")
+
+
 def tile_arg(text: str) -> str | int:
     """``auto``, 0 (whole image) or a positive tile side (argparse type)."""
     if text.strip().lower() == "auto":
@@ -113,6 +123,7 @@ def run(args) -> int:
             out = restore(net, image.rgb, tile=args.tile, overlap=args.overlap, device=device,
                           max_memory=args.max_memory, progress=tiles, on_measure=tqdm.write,
                           exposure_guard=args.exposure_guard,
+                          on_exposure=lambda darkened, name=src: _report_exposure(name, darkened),
                           on_plan=lambda plan, name=f"{src} ({w}×{h})": tqdm.write(f"{name}: {plan}"))
             write_image(dst, out, like=image)
             del image, out  # free both before the next image is read

@@ -130,7 +130,7 @@ def _free(device: torch.device) -> None:
 def restore(model: nn.Module, image, tile: int | str | None = "auto", overlap: int = 32,
             device: str | torch.device | None = None, tile_batch: int | None = None,
             max_memory: int | None = None, progress=None, on_plan=None, on_measure=None,
-            exposure_guard: bool = True):
+            exposure_guard: bool = True, on_exposure=None):
     """Restore ``image`` (H×W×3 float numpy in [0,1], or an N×C×H×W tensor).
 
     ``tile``: ``"auto"`` (default) runs the whole image when it fits the memory budget
@@ -145,6 +145,8 @@ def restore(model: nn.Module, image, tile: int | str | None = "auto", overlap: i
     ``progress`` (a tqdm bar) is reset to the number of tiles and advanced as they finish.
     ``exposure_guard`` (default on) removes the brightening of images whose white point is
     intact (:mod:`expertir.inference.exposure`); off gives the network's output as it is.
+    ``on_exposure(darkened)`` hears, per image, how much the guard took back (mean over the
+    pixels, 0–1 scale; 0.0 when it did not act).
     Returns the type it got. Raises :class:`~expertir.errors.ExpertirError` when memory
     runs out even in tiles.
     """
@@ -167,8 +169,11 @@ def restore(model: nn.Module, image, tile: int | str | None = "auto", overlap: i
         plan = _run_or_retry_tiled(model, x[i:i + 1], out[i], plan, device, progress, on_plan,
                                    (h, w, overlap, max_memory, tile_batch))
         if exposure_guard:
-            keep_exposure(x[i].permute(1, 2, 0).numpy(), out[i].permute(1, 2, 0).numpy(),
-                          inplace=True)
+            restored = out[i].permute(1, 2, 0).numpy()
+            before = float(restored.mean())
+            keep_exposure(x[i].permute(1, 2, 0).numpy(), restored, inplace=True)
+            if on_exposure is not None:
+                on_exposure(before - float(restored.mean()))
     return result
 
 
