@@ -10,4 +10,5 @@ from expertir.inference.restore import restore
 from expertir.inference.tiling import tile_starts, tile_window
 
 __all__ = ["MemoryProfile", "TilePlan", "available_memory", "format_size", "keep_exposure",
-           "memory_profile", "parse_size", "plan_restore", "restore", "select_device", "tile_starts", "tile_window"]
+           "memory_profile", "parse_size", "plan_restore", "restore", "select_device",
+           "tile_starts", "tile_window"]

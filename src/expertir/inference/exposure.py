@@ -62,12 +62,11 @@ def keep_exposure(degraded: np.ndarray, restored: np.ndarray, inplace: bool = Fa
     if strength == 0.0:
         return out
     height, reach = out.shape[0], int(4.0 * SIGMA + 0.5)  # gaussian_filter's truncation
-    rows = max(rows, reach)
+    rows, smooth = max(rows, reach), (SIGMA, SIGMA, 0)
     pending = None  # (first row, guarded band) not yet written
     for top in range(0, height, rows):
         bottom = min(height, top + rows)
         lo, hi = max(0, top - reach), min(height, bottom + reach)
-        smooth = (SIGMA, SIGMA, 0)
         gain = (gaussian_filter(restored[lo:hi], smooth, mode="reflect") + EPS) / (
             gaussian_filter(degraded[lo:hi], smooth, mode="reflect") + EPS + TOLERANCE)
         excess = np.maximum(gain[top - lo:bottom - lo] / (1.0 + GAIN_TOLERANCE), 1.0) - 1.0
