@@ -284,6 +284,27 @@ def test_export_run_writes_the_ema_weights_with_public_paths_and_the_training_re
     assert bad.returncode != 0 and "last.pt" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_train_init_step_goes_on_from_that_step_of_the_schedule(tmp_path):
+    """train.init_step: weights exported at step 3 of a 6-step run go on at step 4 with the
+    learning rate the uninterrupted run had there; init_step without init is refused."""
+    full = subprocess.run(_train_cmd(tmp_path / "a", "train.steps=6", "data.workers=0"),
+                          capture_output=True, text=True, env=_env(), timeout=300)
+    assert full.returncode == 0, full.stderr[-2000:]
+    weights = tmp_path / "a" / "final.safetensors"
+    on = subprocess.run(_train_cmd(tmp_path / "b", "train.steps=6", "data.workers=0", f"train.init={weights}",
+                                   "train.init_step=3"),
+                        capture_output=True, text=True, env=_env(), timeout=300)
+    assert on.returncode == 0, on.stderr[-2000:]
+    assert "going on from step 3 of 6" in on.stdout
+    rows_a, rows_b = _losses(tmp_path / "a"), _losses(tmp_path / "b")
+    assert [r["step"] for r in rows_b] == [4, 5, 6]
+    assert [r["lr"] for r in rows_b] == pytest.approx([r["lr"] for r in rows_a[3:]], rel=1e-12, abs=0)
+
+    bad = subprocess.run(_train_cmd(tmp_path / "c", "train.steps=6", "train.init_step=3"),
+                         capture_output=True, text=True, env=_env(), timeout=300)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "train.init_step needs train.init" in bad.stderr
+
+
 def test_train_init_starts_from_given_weights_and_refuses_other_models_in_one_line(tmp_path):
     """train.init: a run started from another run's weights with a vanishing learning rate
     ends with them; other models' weights are refused in one line."""

@@ -49,11 +49,12 @@ def latest_validation(run_dir: Path) -> tuple[int | None, dict]:
 
 def training_seconds(run_dir: Path) -> float:
     """Seconds of training steps: each ``train.csv`` row covers the steps since the row
-    before, at its logged images/s (of the run's effective batch, ``run.json``)."""
-    from expertir.training.logs import read_csv
+    before (the first: since ``train.init_step``), at its logged images/s (of the run's
+    effective batch, ``run.json``)."""
+    from expertir.training.logs import read_csv, run_config
 
     batch = int(json.loads((run_dir / "run.json").read_text())["effective_batch"])
-    done, total = 0, 0.0
+    done, total = int(run_config(run_dir).get("train", {}).get("init_step") or 0), 0.0
     for row in read_csv(run_dir / "train.csv"):
         step = int(row["step"])
         total += (step - done) * batch / float(row["images_per_s"])

@@ -63,6 +63,9 @@ DEFAULTS: dict = {
         "seed": 0,
         "init": None,             # weights to start from (.safetensors or plain state dict): fine-tuning,
                                   # or continuing exported weights with a fresh optimizer and schedule
+        "init_step": 0,           # with init: the step of this run those weights were taken at (a
+                                  # milestone of it): the run goes on from there on its own schedule
+                                  # and data order, with a fresh optimizer (last.pt lost)
         "device": None,           # None: cuda if available (LOCAL_RANK under torchrun), else cpu
         "threads": 0,             # CPU threads per process; 0 keeps torch's default
         "deterministic": False,
@@ -183,6 +186,10 @@ def check_config(cfg: dict) -> None:
     for key in ("steps", "batch_size", "accum"):
         if not isinstance(t[key], int) or t[key] < 1:
             raise ExpertirError(f"train.{key} must be a positive integer, got {t[key]!r}")
+    if not isinstance(t["init_step"], int) or not 0 <= t["init_step"] < t["steps"]:
+        raise ExpertirError(f"train.init_step must be an integer in [0, train.steps), got {t['init_step']!r}")
+    if t["init_step"] and not t["init"]:
+        raise ExpertirError("train.init_step needs train.init: the weights taken at that step")
     if not isinstance(t["warmup_steps"], int) or not 0 <= t["warmup_steps"] < t["steps"]:
         raise ExpertirError(f"train.warmup_steps must be an integer in [0, train.steps), got {t['warmup_steps']!r}")
     if t["precision"] not in ("fp32", "bf16", "fp16", "fp64"):

@@ -4,8 +4,10 @@
 device with DistributedDataParallel. It is four steps, each a function of this module:
 
 * :func:`setup` builds a :class:`Run` — data, model, EMA, optimizer, schedule, logs —
-  starts the model from ``train.init`` weights if given (:func:`init_weights`) and restores
-  a checkpoint when resuming;
+  starts the model from ``train.init`` weights if given (:func:`init_weights`; with
+  ``train.init_step`` the run goes on from that step of its schedule and data order, for a
+  run whose ``last.pt`` is lost but whose milestone is kept) and restores a checkpoint when
+  resuming;
 * :func:`train_step` runs one optimizer step:
 
   1. ``accum`` micro-batches; each computes ``loss = l1·L1(out, clean) + fft·L1(FFT(out),
@@ -296,6 +298,15 @@ def setup(cfg: dict, info: DistInfo, resume: str | Path | bool | None = None,
     scaler = torch.amp.GradScaler("cuda", enabled=on_gpu and precision == "fp16")
 
     start_step = 0
+    if t["init_step"] and not resume:
+        # Weights exported at step init_step of this run: go on from that step of its
+        # schedule and data order (the optimizer's moments start afresh).
+        start_step = int(t["init_step"])
+        scheduler.last_epoch = start_step
+        for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas):
+            group["lr"] = group["initial_lr"] * factor(start_step)
+        if info.is_main:
+            print(f"expertir: going on from step {start_step} of {t['steps']} with a fresh optimizer")
     if resume:
         path = run_dir / "last.pt" if resume is True else Path(resume)
         state = load_state(path)
