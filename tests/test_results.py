@@ -12,11 +12,12 @@ import pytest
 from PIL import Image
 
 from conftest import smooth_image
+from expertir.checkpoint import read_metadata
 from expertir.errors import ExpertirError
 from expertir.evaluation.figures import crop_window, curves_figure, run_folder_of
 from expertir.evaluation.publish import MARK_BEGIN, MARK_END
 from expertir.imageio import save_rgb
-from expertir.weights import list_shipped
+from expertir.weights import list_shipped, shipped_weights
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "results.py"
 TASKS = ["denoise_25", "derain", "lowlight", "clean"]
@@ -188,7 +189,11 @@ def test_results_pipeline_on_a_tiny_data_root(tmp_path, capsys, monkeypatch):
     text = docs.read_text()
     assert text.startswith("# Results\n\nintro\n\n" + MARK_BEGIN) and text.endswith(MARK_END + "\n\n## Ablations\n")
     assert "stale" not in text and "### Acceptance and default model" in text
-    assert "**sler_ir_tiny against restormer_tiny** (same budget)" in text  # the method comparison
+    # the method comparison says how the baseline's training compares (a milestone: its step)
+    training = read_metadata(shipped_weights("restormer_tiny"))["training"]
+    budget = ("same budget" if training["steps"] >= training.get("planned_steps", training["steps"]) else
+              f"the baseline stopped at step {training['steps']} of its {training['planned_steps']}")
+    assert f"**sler_ir_tiny against restormer_tiny** ({budget}" in text
     assert "first 2 images of each set" in text
     assert str(tmp_path) not in text and "--data-root DATA" in text
     assert (docs.parent / "results_crops.png").is_file() and "(results_crops.png)" in text
@@ -199,6 +204,6 @@ def test_results_pipeline_on_a_tiny_data_root(tmp_path, capsys, monkeypatch):
 
 
 def _committed_default() -> str:
-    from expertir.weights import DEFAULT_MODEL, shipped_weights
+    from expertir.weights import DEFAULT_MODEL
 
     return shipped_weights(DEFAULT_MODEL).stem

@@ -265,10 +265,12 @@ def verdict_markdown(verdict: Verdict, models: list[str] | None = None) -> str:
 TIE_DB = 0.05
 
 
-def comparison_markdown(report, roles: dict[str, str], models: list[str], baseline: str) -> str:
-    """One plain sentence per model on where it beats the same-budget ``baseline``: the test
-    columns it wins and loses (PSNR difference, ties within :data:`TIE_DB`), the mean
-    difference over the columns both measured, and the clean-fidelity difference."""
+def comparison_markdown(report, roles: dict[str, str], models: list[str], baseline: str,
+                        budget: str = "same budget") -> str:
+    """One plain sentence per model on where it beats the ``baseline``: the test columns it
+    wins and loses (PSNR difference, ties within :data:`TIE_DB`), the mean difference over
+    the columns both measured, and the clean-fidelity difference. ``budget`` says how the
+    baseline's training compares (shown after each model's name)."""
     lines = []
     for model in (m for m in models if m != baseline):
         wins, losses, ties, diffs, clean = [], [], [], [], []
@@ -284,7 +286,7 @@ def comparison_markdown(report, roles: dict[str, str], models: list[str], baseli
             (wins if d > TIE_DB else losses if d < -TIE_DB else ties).append(f"{role} ({d:+.2f})")
         if not diffs:
             continue
-        parts = [f"**{model} against {baseline}** (same budget): wins on "
+        parts = [f"**{model} against {baseline}** ({budget}): wins on "
                  + (", ".join(wins) or "no column")]
         if losses:
             parts.append("loses on " + ", ".join(losses))
