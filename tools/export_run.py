@@ -140,7 +140,8 @@ def main() -> int:
         val_step, val = latest_validation(args.run_dir)
         metadata = {"training": {"config": cfg, "steps": step, "planned_steps": planned,
                                  "seed": int(cfg["train"]["seed"]), "effective_batch": state["effective_batch"],
-                                 "devices": state["world_size"], "weights": "ema" if state["ema"] is not None else "raw",
+                                 "devices": state["world_size"], "precision": cfg["train"]["precision"],
+                                 "weights": "ema" if state["ema"] is not None else "raw",
                                  "milestone": True},
                     "metrics": {"validation_psnr": val, "validation_step": val_step}}
     metadata = rename(metadata, renames)
