@@ -170,7 +170,7 @@ def restore(model: nn.Module, image, tile: int | str | None = "auto", overlap: i
                                    (h, w, overlap, max_memory, tile_batch))
         if exposure_guard:
             restored = out[i].permute(1, 2, 0).numpy()
-            before = float(restored.mean())
+            before = float(restored.mean()) if on_exposure is not None else 0.0
             keep_exposure(x[i].permute(1, 2, 0).numpy(), restored, inplace=True)
             if on_exposure is not None:
                 on_exposure(before - float(restored.mean()))
