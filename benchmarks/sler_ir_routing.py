@@ -15,9 +15,15 @@ and for g alone. Reported per image set:
 Usage::
 
     python benchmarks/sler_ir_routing.py --data-root DATA [--weights FILE ...] [-o DIR]
+        [--routing SMOOTHING:MARGIN ...]
 
 With several checkpoints, ``routing.json`` has one entry per checkpoint (named by its file, or by
 its run folder for a ``final.safetensors``) and the figure shows every example image once per checkpoint, one under the other.
+``--routing 5:0.1 3:1e9`` also measures every checkpoint with its routing options changed at
+inference (``routing_smoothing``, ``local_margin`` of
+:class:`~expertir.models.degradation_encoder.DegradationEncoder`; a huge margin routes every
+region on the global embedding): what larger routing regions or a stricter gate would give
+without retraining.
 
 Image sets: the clean McMaster images, the clean CBSD68 images, and the 12 Rain100L inputs
 closest to their targets (light real rain). Writes ``routing.json`` and a figure
@@ -176,22 +182,35 @@ def main() -> None:
     parser.add_argument("-o", "--output", default="runs/sler_ir_routing", type=Path)
     parser.add_argument("--limit", type=int, default=None, help="images per set (default: all)")
     parser.add_argument("--examples", type=int, default=2, help="images per set in the figure")
+    parser.add_argument("--routing", nargs="*", default=[], metavar="SMOOTHING:MARGIN",
+                        help="also measure each checkpoint with these inference-time routing options")
     args = parser.parse_args()
+    try:
+        variants = [(int(s), float(m)) for s, m in (v.split(":") for v in args.routing)]
+    except ValueError:
+        parser.error("--routing takes SMOOTHING:MARGIN pairs, e.g. 5:0.1")
+    if any(s < 1 or s % 2 == 0 or m < 0 for s, m in variants):
+        parser.error("--routing: SMOOTHING is an odd number of regions, MARGIN is not negative")
     sets = image_sets(args.data_root)
     args.output.mkdir(parents=True, exist_ok=True)
     summary, rows, num_tasks = {}, {}, 0
     for path in args.weights or [None]:
         loaded = load_pretrained(None if path else "sler_ir_tiny", path)
-        label = loaded.name if not path else (
+        name = loaded.name if not path else (
             Path(path).parent.name if Path(path).stem in ("final", "best", "ema") else Path(path).stem)
-        summary[label], shown = measure(loaded.model, sets, args.limit, args.examples)
-        summary[label]["model"] = loaded.source
-        num_tasks = max(num_tasks, len(loaded.model.prototypes()))
-        for set_name, stats in summary[label].items():
-            if isinstance(stats, dict):
-                print(label, "|", set_name, json.dumps(stats))
-        for i, (name, img, res) in enumerate(shown):  # the same image of every model together
-            rows.setdefault(i, []).append((f"{label}: {name}", img, res))
+        encoder = loaded.model.encoder
+        trained = (encoder.smoothing, encoder.local_margin)
+        for smoothing, margin in [trained] + variants:
+            encoder.smoothing, encoder.local_margin = smoothing, margin
+            label = name if (smoothing, margin) == trained else f"{name} (smoothing {smoothing}, margin {margin:g})"
+            summary[label], shown = measure(loaded.model, sets, args.limit, args.examples)
+            summary[label]["model"] = loaded.source
+            num_tasks = max(num_tasks, len(loaded.model.prototypes()))
+            for set_name, stats in summary[label].items():
+                if isinstance(stats, dict):
+                    print(label, "|", set_name, json.dumps(stats))
+            for i, (img_name, img, res) in enumerate(shown):  # the same image of every model together
+                rows.setdefault(i, []).append((f"{label}: {img_name}", img, res))
     (args.output / "routing.json").write_text(json.dumps(summary, indent=1) + "\n")
     figure([r for i in sorted(rows) for r in rows[i]], args.output / "routing.png", num_tasks)
     print(f"wrote {args.output / 'routing.json'} and {args.output / 'routing.png'}")

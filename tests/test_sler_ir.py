@@ -242,3 +242,33 @@ def test_routing_smoothing_and_local_margin_keep_uncertain_regions_on_the_global
     assert roughness(c["embedding_local"]) < roughness(a["embedding_local"])
     with pytest.raises(ValueError, match="odd"):
         build_model("sler_ir_tiny", routing_smoothing=2)
+
+
+def test_routing_benchmark_measures_inference_time_routing_options(tmp_path, monkeypatch):
+    """``benchmarks/sler_ir_routing.py --routing``: the shipped weights once as trained and
+    once with every region routed on the global embedding (a huge margin: the GLGF gate is 1)."""
+    import json
+    import sys
+
+    import numpy as np
+
+    from expertir.imageio import save_rgb
+
+    rng = np.random.default_rng(0)
+    clean = np.clip(np.linspace(0, 1, 64)[None, :, None] + 0.05 * rng.standard_normal((64, 64, 3)), 0, 1)
+    for rel in ("denoise/McMaster/1.png", "denoise/CBSD68/1.png", "derain/Rain100L/norain/norain-1.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        save_rgb(tmp_path / rel, clean)
+    (tmp_path / "derain/Rain100L/rain").mkdir(parents=True)
+    save_rgb(tmp_path / "derain/Rain100L/rain/rain-1.png", np.clip(clean + 0.3 * (rng.random((64, 64, 3)) > 0.97), 0, 1))
+    routing = load_benchmark("sler_ir_routing")
+    monkeypatch.setattr(sys, "argv", ["sler_ir_routing.py", "--data-root", str(tmp_path), "-o", str(tmp_path / "out"),
+                                      "--routing", "3:1e9", "--examples", "1"])
+    routing.main()
+    summary = json.loads((tmp_path / "out/routing.json").read_text())
+    assert list(summary) == ["sler_ir_tiny", "sler_ir_tiny (smoothing 3, margin 1e+09)"]
+    as_trained, global_only = summary["sler_ir_tiny"], summary["sler_ir_tiny (smoothing 3, margin 1e+09)"]
+    assert global_only["clean McMaster"]["gate"] == pytest.approx(1.0)
+    assert global_only["clean McMaster"]["disagree_expert"] == 0.0
+    assert as_trained["clean McMaster"]["gate"] < 1.0
+    assert (tmp_path / "out/routing.png").is_file()
