@@ -23,7 +23,8 @@ its run folder for a ``final.safetensors``) and the figure shows every example i
 inference (``routing_smoothing``, ``local_margin`` of
 :class:`~expertir.models.degradation_encoder.DegradationEncoder`; a huge margin routes every
 region on the global embedding): what larger routing regions or a stricter gate would give
-without retraining.
+without retraining. Their entries leave out ``expert_j``, which a forced expert makes
+independent of the routing (the checkpoint's own entry has it).
 
 Image sets: the clean McMaster images, the clean CBSD68 images, and the 12 Rain100L inputs
 closest to their targets (light real rain). Writes ``routing.json`` and a figure
@@ -146,10 +147,11 @@ def figure(rows: list[tuple[str, np.ndarray, dict]], path: Path, num_tasks: int)
     plt.close(fig)
 
 
-def measure(model, sets: dict, limit: int | None, examples: int) -> tuple[dict, list]:
+def measure(model, sets: dict, limit: int | None, examples: int, experts: bool = True) -> tuple[dict, list]:
     """The per-set statistics of one model, and its analyses of the first ``examples``
-    images of every set (for the figure)."""
-    num_experts = len(next(iter(model.routed.values())).experts)
+    images of every set (for the figure). ``experts=False`` leaves out the forced-expert
+    outputs (``expert_j``), which the routing options do not change."""
+    num_experts = len(next(iter(model.routed.values())).experts) if experts else 0
     summary, shown = {}, []
     for set_name, images in sets.items():
         stats = {k: [] for k in ("disagree_prototype", "disagree_expert", "gate", "psnr")}
@@ -203,7 +205,8 @@ def main() -> None:
         for smoothing, margin in [trained] + variants:
             encoder.smoothing, encoder.local_margin = smoothing, margin
             label = name if (smoothing, margin) == trained else f"{name} (smoothing {smoothing}, margin {margin:g})"
-            summary[label], shown = measure(loaded.model, sets, args.limit, args.examples)
+            summary[label], shown = measure(loaded.model, sets, args.limit, args.examples,
+                                            experts=(smoothing, margin) == trained)
             summary[label]["model"] = loaded.source
             num_tasks = max(num_tasks, len(loaded.model.prototypes()))
             for set_name, stats in summary[label].items():
