@@ -259,7 +259,10 @@ def test_restore_says_per_image_what_it_chose(tmp_path, capsys):
     assert main(["restore", str(big), *args, "--tile", "128"]) == 0
     assert "tiled 2 × 128 px" in capsys.readouterr().out
     assert Image.open(tmp_path / "out" / "big.png").size == (192, 128)
-    for bad in (["--max-memory", "lots"], ["--tile", "-2"], ["--tile", "big"]):
+    assert main(["restore", str(big), *args, "--tile", "128", "--self-ensemble", "8"]) == 0
+    assert "tiled 2 × 128 px" in capsys.readouterr().out
+    assert Image.open(tmp_path / "out" / "big.png").size == (192, 128)
+    for bad in (["--max-memory", "lots"], ["--tile", "-2"], ["--tile", "big"], ["--self-ensemble", "3"]):
         with pytest.raises(SystemExit) as exc:
             main(["restore", str(big), *args, *bad])
         assert exc.value.code == 2

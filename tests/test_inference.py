@@ -248,3 +248,40 @@ def test_planning_leaves_the_process_peak_memory_record_alone():
     plan_restore(model, 3000, 4000, torch.device("cpu"))
     restore(model, np.zeros((8, 8, 3), np.float32), device="cpu")
     assert peak() >= before
+
+
+def _views(img: np.ndarray) -> list:
+    """The image's eight flips and transposes in restore's order, each with its inverse."""
+    out = []
+    for k in range(8):
+        def fwd(a, k=k):
+            a = a.transpose(1, 0, 2) if k & 4 else a
+            a = a[:, ::-1] if k & 1 else a
+            return a[::-1] if k & 2 else a
+
+        def back(a, k=k):
+            a = a[::-1] if k & 2 else a
+            a = a[:, ::-1] if k & 1 else a
+            return a.transpose(1, 0, 2) if k & 4 else a
+        out.append((fwd, back))
+    return out
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_self_ensemble_averages_the_views_mapped_back(n):
+    torch.manual_seed(0)
+    model, img = LocalNet(), np.random.default_rng(1).random((131, 77, 3), dtype=np.float32)
+    by_hand = np.mean([back(restore(model, np.ascontiguousarray(fwd(img)), device="cpu",
+                                    exposure_guard=False))
+                       for fwd, back in _views(img)[:n]], axis=0)
+    whole = restore(model, img, device="cpu", exposure_guard=False, self_ensemble=n)
+    tiled = restore(model, img, tile=64, overlap=32, device="cpu", exposure_guard=False,
+                    self_ensemble=n)
+    assert not np.allclose(whole, restore(model, img, device="cpu", exposure_guard=False), atol=1e-3)
+    np.testing.assert_allclose(whole, by_hand, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(tiled, by_hand, rtol=0, atol=1e-6)
+
+
+def test_self_ensemble_size_is_checked():
+    with pytest.raises(ExpertirError, match="self_ensemble"):
+        restore(LocalNet(), np.zeros((16, 16, 3), np.float32), device="cpu", self_ensemble=3)

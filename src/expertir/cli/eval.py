@@ -6,6 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
+from expertir.cli.options import add_self_ensemble_option
 from expertir.errors import ExpertirError
 
 EPILOG = """examples:
@@ -54,6 +55,7 @@ def add_parser(sub) -> None:
     p.add_argument("--no-exposure-guard", dest="exposure_guard", action="store_false",
                    help="measure the networks' raw output, without the exposure guard that "
                         "keeps properly exposed photos from being brightened")
+    add_self_ensemble_option(p)
     p.add_argument("--sigma", type=float, metavar="S",
                    help="noise σ (0-255) for bm3d/nlm on sets whose name carries none (paired:DIR)")
     p.add_argument("--device", metavar="D", help="cpu, cuda, cuda:N or mps (default: best available)")
@@ -82,7 +84,7 @@ def run(args) -> int:
     for line in benchmark.missing:
         print(f"expertir: missing: {line}")
     methods = build_methods(_names(args.method), _names(args.model), args.weights, args.untrained,
-                            args.sigma, args.tile, device, args.exposure_guard)
+                            args.sigma, args.tile, device, args.exposure_guard, args.self_ensemble)
     label = "_".join(m.name for m in methods)
     outdir = Path(args.output or Path("runs") / "eval" /
                   re.sub(r"[^A-Za-z0-9._=-]+", "_", f"{'+'.join(args.benchmark)}_{label}"))

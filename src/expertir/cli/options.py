@@ -12,3 +12,10 @@ def add_model_options(p, untrained_note: str = "pipeline testing only") -> None:
     src.add_argument("--weights", metavar="FILE", help="an expertir .safetensors checkpoint")
     p.add_argument("--untrained", action="store_true",
                    help=f"run --model with random weights ({untrained_note})")
+
+
+def add_self_ensemble_option(p) -> None:
+    """``--self-ensemble N``: average N flipped/transposed views (:func:`expertir.inference.restore`)."""
+    p.add_argument("--self-ensemble", type=int, choices=(1, 2, 4, 8), default=1, metavar="N",
+                   help="restore N of the image's flips and transposes (2, 4 or 8) and average "
+                        "them: N times the time for a small gain (default 1: the image once)")

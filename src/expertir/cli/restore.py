@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from expertir.cli.jobs import collect_jobs, job_summary
-from expertir.cli.options import add_model_options
+from expertir.cli.options import add_model_options, add_self_ensemble_option
 from expertir.errors import ExpertirError
 
 EPILOG = """examples:
@@ -54,6 +54,7 @@ def add_parser(sub) -> None:
     p.add_argument("--no-exposure-guard", dest="exposure_guard", action="store_false",
                    help="let the network brighten photos whose highlights already reach white "
                         "(by default they keep their exposure: a dark scene is not underexposed)")
+    add_self_ensemble_option(p)
     p.add_argument("--device", metavar="D", help="cpu, cuda, cuda:N or mps (default: best available)")
     p.set_defaults(func=run)
 
@@ -122,7 +123,7 @@ def run(args) -> int:
             h, w = image.rgb.shape[:2]
             out = restore(net, image.rgb, tile=args.tile, overlap=args.overlap, device=device,
                           max_memory=args.max_memory, progress=tiles, on_measure=tqdm.write,
-                          exposure_guard=args.exposure_guard,
+                          exposure_guard=args.exposure_guard, self_ensemble=args.self_ensemble,
                           on_exposure=lambda darkened, name=src: _report_exposure(name, darkened),
                           on_plan=lambda plan, name=f"{src} ({w}×{h})": tqdm.write(f"{name}: {plan}"))
             write_image(dst, out, like=image)

@@ -24,14 +24,15 @@ from expertir.evaluation.runner import ModelMethod
 def build_methods(methods: Sequence[str] = (), models: Sequence[str] = (),
                   weights: Sequence[str | Path] = (), untrained: bool = False,
                   sigma: float | None = None, tile: int | str | None = None,
-                  device="cpu", exposure_guard: bool = True) -> list:
+                  device="cpu", exposure_guard: bool = True, self_ensemble: int = 1) -> list:
     """Classical ``methods``, then registered ``models`` with their shipped weights (random
     weights with ``untrained``), then checkpoint files ``weights``, in that order.
 
     ``sigma`` is the fallback noise level of bm3d/nlm, ``tile`` restores the networks in
     tiles (``"auto"``: only where a whole image does not fit the memory budget);
     ``exposure_guard=False`` measures the networks without the exposure guard of
-    :func:`expertir.inference.restore`.
+    :func:`expertir.inference.restore`; ``self_ensemble`` averages that many flipped and
+    transposed views (:func:`expertir.inference.restore`).
     """
     from expertir.checkpoint import read_metadata
     from expertir.weights import load_pretrained
@@ -51,10 +52,12 @@ def build_methods(methods: Sequence[str] = (), models: Sequence[str] = (),
     counts = Counter([m.name for m in rows] + [name for name, _ in networks])
     tiles = {None: "", "auto": ", tiled where needed (auto)"}.get(tile, f", tiles of {tile}")
     tiles += ", with the exposure guard" if exposure_guard else ", without the exposure guard"
+    tiles += f", self-ensemble of {self_ensemble} views" if self_ensemble > 1 else ""
     for name, path in networks:
         if counts[name] > 1 and path:  # several rows of one model: every file row names its file
             name = f"{name} ({Path(path).parent.name}/{Path(path).stem})"
         loaded = load_pretrained(None if path else name, path, untrained, device)
         rows.append(ModelMethod(name, loaded.model, f"{loaded.source}, on {device}{tiles}", tile, device,
-                                pretrained=loaded, exposure_guard=exposure_guard))
+                                pretrained=loaded, exposure_guard=exposure_guard,
+                                self_ensemble=self_ensemble))
     return rows

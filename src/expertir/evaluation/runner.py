@@ -109,10 +109,11 @@ class ModelMethod:
 
     ``pretrained``: the :class:`~expertir.weights.Pretrained` it came from, if any (its
     file and metadata: what a model card or a training-curve lookup needs);
-    ``exposure_guard``: as :func:`expertir.inference.restore` (on: what users get)."""
+    ``exposure_guard``, ``self_ensemble``: as :func:`expertir.inference.restore` (the
+    defaults are what users get)."""
 
     def __init__(self, name: str, model, description: str = "", tile: int | None = None,
-                 device=None, pretrained=None, exposure_guard: bool = True):
+                 device=None, pretrained=None, exposure_guard: bool = True, self_ensemble: int = 1):
         self.name = name
         self.model = model
         self.description = description or name
@@ -120,6 +121,7 @@ class ModelMethod:
         self.device = device
         self.pretrained = pretrained
         self.exposure_guard = exposure_guard
+        self.self_ensemble = self_ensemble
 
     def applies_to(self, task_set) -> bool:
         return True  # all-in-one: one network for every task, no label
@@ -128,7 +130,7 @@ class ModelMethod:
         from expertir.inference import restore
 
         return restore(self.model, sample.degraded, tile=self.tile, device=self.device,
-                       exposure_guard=self.exposure_guard)
+                       exposure_guard=self.exposure_guard, self_ensemble=self.self_ensemble)
 
 
 def column_label(task_set) -> str:

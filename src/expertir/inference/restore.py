@@ -13,6 +13,11 @@ of a whole large image is never made.
 If a whole-image run runs out of memory (CUDA OOM, or a failed CPU allocation), it is
 retried once in tiles planned from the default budget, and the plan callback hears so.
 
+``self_ensemble=n`` (2, 4 or 8) restores the image in ``n`` of its eight flips and
+transposes and averages the results mapped back (the geometric self-ensemble of EDSR and
+SwinIR's "+" results): n forward passes for a small gain (docs/results.md). Each view is
+planned and run as above (a transposed view gets its own plan).
+
 The whole restored image then passes the exposure guard (:mod:`expertir.inference.exposure`),
 which takes back brightening that the input's white point rules out.
 """
@@ -113,6 +118,32 @@ def _run_tiled(model: nn.Module, x: torch.Tensor, out: torch.Tensor, plan: TileP
         top += done
 
 
+#: Views of the self-ensemble, in order: bit 0 flips left-right, bit 1 up-down, bit 2 transposes.
+SELF_ENSEMBLE = (1, 2, 4, 8)
+
+
+def _view(x: torch.Tensor, k: int) -> torch.Tensor:
+    """View ``k`` (0-7) of the image ``x`` (…×H×W): transposed, then flipped, as its bits say."""
+    if k & 4:
+        x = x.transpose(-1, -2)
+    if k & 1:
+        x = x.flip(-1)
+    if k & 2:
+        x = x.flip(-2)
+    return x
+
+
+def _unview(y: torch.Tensor, k: int) -> torch.Tensor:
+    """The inverse of :func:`_view`: an output of view ``k`` back in the image's orientation."""
+    if k & 2:
+        y = y.flip(-2)
+    if k & 1:
+        y = y.flip(-1)
+    if k & 4:
+        y = y.transpose(-1, -2)
+    return y
+
+
 def _run(model, x, out, plan, device, progress):
     if plan.whole:
         _run_whole(model, x, out, device)
@@ -130,7 +161,7 @@ def _free(device: torch.device) -> None:
 def restore(model: nn.Module, image, tile: int | str | None = "auto", overlap: int = 32,
             device: str | torch.device | None = None, tile_batch: int | None = None,
             max_memory: int | None = None, progress=None, on_plan=None, on_measure=None,
-            exposure_guard: bool = True, on_exposure=None):
+            exposure_guard: bool = True, on_exposure=None, self_ensemble: int = 1):
     """Restore ``image`` (H×W×3 float numpy in [0,1], or an N×C×H×W tensor).
 
     ``tile``: ``"auto"`` (default) runs the whole image when it fits the memory budget
@@ -147,9 +178,13 @@ def restore(model: nn.Module, image, tile: int | str | None = "auto", overlap: i
     intact (:mod:`expertir.inference.exposure`); off gives the network's output as it is.
     ``on_exposure(darkened)`` hears, per image, how much the guard took back (mean over the
     pixels, 0–1 scale; 0.0 when it did not act).
+    ``self_ensemble``: 1 (default), or 2, 4 or 8 flipped/transposed views averaged (module
+    docstring); the progress bar then runs once per view.
     Returns the type it got. Raises :class:`~expertir.errors.ExpertirError` when memory
     runs out even in tiles.
     """
+    if self_ensemble not in SELF_ENSEMBLE:
+        raise ExpertirError(f"self_ensemble must be one of {SELF_ENSEMBLE}, not {self_ensemble!r}")
     device = select_device(device) if not isinstance(device, torch.device) else device
     as_numpy = isinstance(image, np.ndarray)
     if as_numpy:
@@ -163,11 +198,27 @@ def restore(model: nn.Module, image, tile: int | str | None = "auto", overlap: i
     h, w = x.shape[-2:]
     plan = plan_restore(model, h, w, device, tile, overlap, max_memory, tile_batch,
                         on_measure=on_measure)
+    plans = {False: plan}  # by transposed or not: a transposed view is w×h
     for i in range(x.shape[0]):
         if on_plan is not None and i == 0:
             on_plan(plan)
-        plan = _run_or_retry_tiled(model, x[i:i + 1], out[i], plan, device, progress, on_plan,
-                                   (h, w, overlap, max_memory, tile_batch))
+        if self_ensemble == 1:
+            plans[False] = _run_or_retry_tiled(model, x[i:i + 1], out[i], plans[False], device,
+                                               progress, on_plan, (h, w, overlap, max_memory, tile_batch))
+        else:
+            total = torch.zeros(out[i].shape)
+            for k in range(self_ensemble):
+                t = bool(k & 4)
+                vh, vw = (w, h) if t else (h, w)
+                if t not in plans:
+                    plans[t] = plan_restore(model, vh, vw, device, tile, overlap, max_memory,
+                                            tile_batch, on_measure=on_measure)
+                view = _view(x[i:i + 1], k).contiguous()
+                restored = torch.empty(view.shape[1:])
+                plans[t] = _run_or_retry_tiled(model, view, restored, plans[t], device, progress,
+                                               on_plan, (vh, vw, overlap, max_memory, tile_batch))
+                total += _unview(restored, k)
+            out[i].copy_(total.div_(self_ensemble))
         if exposure_guard:
             restored = out[i].permute(1, 2, 0).numpy()
             before = float(restored.mean()) if on_exposure is not None else 0.0
