@@ -142,3 +142,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert len(err) == 3 and all(line.startswith("expertir: error: ") for line in err)
     assert "no_such_model" in err[0] and "missing.safetensors" in err[1] and "folder" in err[2]
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_windowed_attention_is_refused_in_one_line():
+    from expertir.errors import ExpertirError
+    from expertir.models import build_model
+
+    with pytest.raises(ExpertirError, match="attention_window=64"):
+        exportable(build_model("restormer_tiny", attention_window=64), "restormer_tiny")

@@ -134,6 +134,10 @@ def exportable(model: nn.Module, name: str) -> nn.Module:
     from expertir.models import build_model
 
     config = getattr(model, "config", {})
+    if config.get("attention_window"):
+        # The graph would keep the windowed branch of the trace input for every image size.
+        raise ExpertirError(f"cannot export {name} with attention_window={config['attention_window']}: "
+                            f"the ONNX graph attends over the whole image; build it with attention_window=0")
     if config.get("expert_compute", "dense") != "dense":
         dense = build_model(name, **{**config, "expert_compute": "dense"})
         dense.load_state_dict(model.state_dict(), strict=True)

@@ -36,6 +36,9 @@ class BackboneConfig:
     bias: bool = False
     in_channels: int = 3
     out_channels: int = 3
+    #: Inference only: MDTA takes its statistics from windows of this many pixels instead of
+    #: the whole image (0). A multiple of 16, the window at the latent level being a sixteenth.
+    attention_window: int = 0
 
 
 #: The one size table: every registered model has a ``<family>_<size>`` preset per entry.
@@ -57,6 +60,9 @@ def backbone_config(size: str = "base", **overrides) -> BackboneConfig:
     if unknown:
         raise ValueError(f"unknown backbone option(s): {sorted(unknown)}")
     fields.update({k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+    if fields["attention_window"] < 0 or fields["attention_window"] % 16:
+        raise ValueError(f"attention_window must be 0 or a positive multiple of 16, "
+                         f"not {fields['attention_window']}")
     return BackboneConfig(**fields)
 
 
@@ -80,7 +86,8 @@ class RestormerBackbone(nn.Module):
 
         def stack(stage: str, level: int, dim: int, heads: int, count: int) -> BlockStack:
             sites = [BlockSite(stage, level, i, dim, heads) for i in range(count)]
-            return BlockStack(TransformerBlock(s, make_ffn(s), make_branch(s), cfg.bias) for s in sites)
+            return BlockStack(TransformerBlock(s, make_ffn(s), make_branch(s), cfg.bias,
+                                               cfg.attention_window) for s in sites)
 
         self.patch_embed = OverlapPatchEmbed(cfg.in_channels, d)
         self.encoder1 = stack("encoder", 1, d, hd[0], nb[0])

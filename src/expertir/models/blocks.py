@@ -91,11 +91,18 @@ def conv1x1(x: torch.Tensor, conv: nn.Conv2d | torch.Tensor, bias: torch.Tensor 
 
 class MDTA(nn.Module):
     """Multi-Dconv head transposed attention (Restormer Sec. 3.1): attention across
-    channels, so its cost is linear in the number of pixels."""
+    channels, so its cost is linear in the number of pixels.
 
-    def __init__(self, dim: int, num_heads: int, bias: bool = False):
+    ``window`` (features; 0: the whole map): at inference, a map larger than the window
+    takes its channel-attention statistics from windows of that size instead of from the
+    whole map (:func:`local_channel_attention`), as the network saw them on its training
+    patches (``docs/design.md``, "Attention window at inference"). Training always
+    attends over the whole patch."""
+
+    def __init__(self, dim: int, num_heads: int, bias: bool = False, window: int = 0):
         super().__init__()
         self.num_heads = num_heads
+        self.window = window
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
         self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=bias)
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
@@ -104,6 +111,10 @@ class MDTA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         qkv = self.qkv_dwconv(conv1x1(x, self.qkv))
+        if self.window and not self.training and max(h, w) > self.window:
+            q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h, w) for t in qkv.chunk(3, dim=1))
+            out = local_channel_attention(q, k, v, self.temperature.view(-1), self.window)
+            return conv1x1(out.reshape(b, c, h, w), self.project_out)
         if is_channels_last(qkv):
             return conv1x1(self._attend_channels_last(qkv), self.project_out)
         q, k, v = qkv.chunk(3, dim=1)
@@ -128,6 +139,54 @@ class MDTA(nn.Module):
         return out.reshape(b, h, w, c).permute(0, 3, 1, 2)
 
 
+def local_channel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            temperature: torch.Tensor, window: int) -> torch.Tensor:
+    """MDTA's channel attention with its statistics taken over ``window``-sized windows
+    (the test-time local statistics of Chu et al., ECCV 2022, "Improving Image Restoration
+    by Revisiting Global Information Aggregation").
+
+    ``q``, ``k``, ``v``: (batch, heads, d, H, W); ``temperature``: (heads,); ``window``
+    even. The map is cut into cells of half a window; a window is 2×2 cells, one starting
+    at every cell corner (those on the border hang half outside and cover only the cells
+    inside). Each window's d×d attention is computed from its own pixels, as MDTA computes
+    it from the whole map; a pixel's attention is the bilinear blend of the four windows
+    around it, weighted by the distance to their centres, so it changes smoothly across
+    the map. Memory stays about that of the global attention: per-cell sums, no copies of
+    the pixels per window.
+    """
+    b, heads, d, h, w = q.shape
+    s = window // 2
+    rows, cols = -(-h // s), -(-w // s)
+
+    def cells(t: torch.Tensor) -> torch.Tensor:  # (b, heads, rows, cols, d, s*s)
+        t = F.pad(t, (0, cols * s - w, 0, rows * s - h))
+        t = t.reshape(b, heads, d, rows, s, cols, s).permute(0, 1, 3, 5, 2, 4, 6)
+        return t.reshape(b, heads, rows, cols, d, s * s)
+
+    def window_sums(t: torch.Tensor) -> torch.Tensor:  # per cell -> per window (rows+1, cols+1)
+        t = F.pad(t.movedim((2, 3), (-2, -1)), (1, 1, 1, 1))
+        t = t[..., :-1, :-1] + t[..., 1:, :-1] + t[..., :-1, 1:] + t[..., 1:, 1:]
+        return t.movedim((-2, -1), (2, 3))
+
+    qc, kc, vc = cells(q), cells(k), cells(v)
+    gram = window_sums(qc @ kc.transpose(-2, -1))
+    q_norm = window_sums(qc.square().sum(-1)).sqrt().clamp_min(1e-12)
+    k_norm = window_sums(kc.square().sum(-1)).sqrt().clamp_min(1e-12)
+    attn = gram / (q_norm[..., :, None] * k_norm[..., None, :]) * temperature.view(1, heads, 1, 1, 1, 1)
+    attn = attn.softmax(dim=-1)
+
+    # A pixel at offset i in its cell lies (i + 0.5) / s of the way to the next window's centre.
+    near = (torch.arange(s, device=q.device, dtype=q.dtype) + 0.5) / s
+    weights = (1 - near, near)
+    out = torch.zeros_like(vc)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            blend = (weights[dy][:, None] * weights[dx][None, :]).reshape(s * s)
+            out += (attn[:, :, dy:dy + rows, dx:dx + cols] @ vc) * blend
+    out = out.reshape(b, heads, rows, cols, d, s, s).permute(0, 1, 4, 2, 5, 3, 6)
+    return out.reshape(b, heads, d, rows * s, cols * s)[..., :h, :w]
+
+
 def gdfn_hidden(dim: int, expansion: float) -> int:
     return int(dim * expansion)
 
@@ -148,14 +207,16 @@ class GDFN(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """``x + MDTA(LN(x))``, then ``x + FFN(LN(x), ctx)``, then ``x + branch(x, ctx)``."""
+    """``x + MDTA(LN(x))``, then ``x + FFN(LN(x), ctx)``, then ``x + branch(x, ctx)``.
+    ``attention_window``: MDTA's window at inference, in pixels of the input image."""
 
     def __init__(self, site: BlockSite, ffn: nn.Module, branch: nn.Module | None = None,
-                 bias: bool = False):
+                 bias: bool = False, attention_window: int = 0):
         super().__init__()
         self.site = site
         self.norm1 = LayerNorm2d(site.dim)
-        self.attn = MDTA(site.dim, site.num_heads, bias)
+        # attention_window is in input pixels; level L sees the image at 1 / 2**(L-1).
+        self.attn = MDTA(site.dim, site.num_heads, bias, attention_window >> (site.level - 1))
         self.norm2 = LayerNorm2d(site.dim)
         self.ffn = ffn
         self.branch = branch
