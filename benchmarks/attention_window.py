@@ -40,7 +40,6 @@ def main() -> int:
     p.add_argument("--per-set", type=int, default=0, help="images per column (0: the table's counts)")
     args = p.parse_args()
 
-    import torch
     from tqdm import tqdm
 
     from expertir.checkpoint import load_model
@@ -73,10 +72,9 @@ def main() -> int:
         except ExpertirError as exc:
             sys.exit(f"attention_window: {exc}")
         start, means = time.perf_counter(), []
-        for task_set, samples in columns:
-            with torch.no_grad():
-                means.append(np.mean([psnr(restore(model, s.degraded), s.clean)
-                                      for s in tqdm(samples, desc=f"{window} {task_set.name}", leave=False)]))
+        for task_set, samples in columns:  # restore() runs without autograd
+            means.append(np.mean([psnr(restore(model, s.degraded), s.clean)
+                                  for s in tqdm(samples, desc=f"{window} {task_set.name}", leave=False)]))
         print(f"| {window or 'whole'} | " + " | ".join(f"{m:.2f}" for m in means)
               + f" | {time.perf_counter() - start:.0f} |", flush=True)
     return 0
