@@ -285,3 +285,19 @@ def test_self_ensemble_averages_the_views_mapped_back(n):
 def test_self_ensemble_size_is_checked():
     with pytest.raises(ExpertirError, match="self_ensemble"):
         restore(LocalNet(), np.zeros((16, 16, 3), np.float32), device="cpu", self_ensemble=3)
+
+
+def test_a_gray_input_gets_a_gray_output_and_a_colour_one_is_left_as_is():
+    torch.manual_seed(0)
+    model = LocalNet()
+    plane = np.random.default_rng(2).random((40, 56, 1), dtype=np.float32)
+    gray = np.repeat(plane, 3, axis=2)
+    out = restore(model, gray, device="cpu", exposure_guard=False)
+    with torch.no_grad():
+        raw = model(torch.from_numpy(gray).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
+    assert np.ptp(raw, axis=2).max() > 1e-3  # the network alone does not keep it gray
+    np.testing.assert_allclose(out, np.repeat(raw.mean(axis=2, keepdims=True), 3, axis=2), atol=1e-6)
+    colour = gray.copy()
+    colour[..., 0] += 0.01
+    out = restore(model, colour, device="cpu", exposure_guard=False)
+    assert np.ptp(out, axis=2).max() > 1e-3

@@ -19,7 +19,9 @@ SwinIR's "+" results): n forward passes for a small gain (docs/results.md). Each
 planned and run as above (a transposed view gets its own plan).
 
 The whole restored image then passes the exposure guard (:mod:`expertir.inference.exposure`),
-which takes back brightening that the input's white point rules out.
+which takes back brightening that the input's white point rules out. A gray input (three
+equal channels) stays gray: the output's channels are averaged, which is what a gray photo
+is written as, so the evaluation scores what ``expertir restore`` writes.
 """
 
 from __future__ import annotations
@@ -180,6 +182,7 @@ def restore(model: nn.Module, image, tile: int | str | None = "auto", overlap: i
     pixels, 0–1 scale; 0.0 when it did not act).
     ``self_ensemble``: 1 (default), or 2, 4 or 8 flipped/transposed views averaged (module
     docstring); the progress bar then runs once per view.
+    A gray ``image`` (three equal channels) gets a gray result (channels averaged).
     Returns the type it got. Raises :class:`~expertir.errors.ExpertirError` when memory
     runs out even in tiles.
     """
@@ -225,6 +228,8 @@ def restore(model: nn.Module, image, tile: int | str | None = "auto", overlap: i
             keep_exposure(x[i].permute(1, 2, 0).numpy(), restored, inplace=True)
             if on_exposure is not None:
                 on_exposure(before - float(restored.mean()))
+        if x.shape[1] == 3 and torch.equal(x[i, 0], x[i, 1]) and torch.equal(x[i, 1], x[i, 2]):
+            out[i].copy_(out[i].mean(dim=0, keepdim=True).expand_as(out[i]))
     return result
 
 
