@@ -138,6 +138,24 @@ def test_shipped_configs_load():
         resolve(cfg["model"]["name"]) if cfg["model"]["name"].startswith("restormer") else None
 
 
+
+@pytest.mark.parametrize("shipped, plain", [
+    ("shipped/sler_ir_tiny.yaml", "ablations/sler_ir_routing_plain_long.yaml"),
+    ("shipped/sler_ir_tiny_stage2.yaml", "ablations/sler_ir_routing_plain_long_stage2.yaml"),
+])
+def test_routing_comparison_run_differs_from_the_shipped_recipe_only_in_the_routing_fix(shipped, plain):
+    from pathlib import Path
+
+    root = Path(__file__).parents[1] / "configs"
+    a, b = load_config(root / shipped), load_config(root / plain)
+    for cfg in (a, b):  # what the fix is, and the run's name and paths
+        del cfg["name"], cfg["out_dir"], cfg["train"]["init"]
+        del cfg["model"]["options"]["routing_smoothing"], cfg["model"]["options"]["local_margin"]
+        cfg["data"]["ratios"].pop("clean")
+    assert b["data"]["tasks"] + ["clean"] == a["data"]["tasks"]
+    del a["data"]["tasks"], b["data"]["tasks"]
+    assert a == b
+
 # --------------------------------------------------------------------------- data order
 def test_sampler_gives_the_same_global_batches_for_any_world_size_and_resume_point():
     one = list(StepSampler(7, steps=5, batch_size=4))
