@@ -272,3 +272,44 @@ def test_routing_benchmark_measures_inference_time_routing_options(tmp_path, mon
     assert global_only["clean McMaster"]["disagree_expert"] == 0.0
     assert as_trained["clean McMaster"]["gate"] < 1.0
     assert (tmp_path / "out/routing.png").is_file()
+
+
+def test_upcycled_experts_copy_the_trained_ones_and_keep_a_top1_model_exact(tmp_path):
+    """tools/upcycle_experts.py: every expert is copied, the copies' router keys are the
+    originals' (jitter 0) or near them; with top-1 routing the upcycled model is the same
+    function (a region's best expert and its copies tie, and all are the same expert)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from expertir.checkpoint import load_model, save_checkpoint
+
+    root = Path(__file__).parents[1]
+    model = tiny(num_experts=2, top_k=1).eval()
+    save_checkpoint(tmp_path / "two.safetensors", model, "sler_ir_tiny")
+
+    def upcycle(out, *extra):
+        return subprocess.run([sys.executable, "tools/upcycle_experts.py", str(tmp_path / "two.safetensors"),
+                               "-o", str(tmp_path / out), *extra], capture_output=True, text=True, cwd=root,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+
+    assert upcycle("six.safetensors", "--experts", "6", "--jitter", "0").returncode == 0
+    six, meta = load_model(tmp_path / "six.safetensors")
+    assert meta["config"]["num_experts"] == 6 and meta["upcycled_from"]["num_experts"] == 2
+    block = next(iter(six.routed))
+    old, new = model.routed[block], six.routed[block]
+    for j in range(6):
+        for a, b in zip(old.experts[j % 2].parameters(), new.experts[j].parameters()):
+            assert torch.equal(a, b)
+    x = torch.rand(2, 3, 48, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(six(x), model(x), rtol=0, atol=1e-6)
+
+    assert upcycle("jittered.safetensors", "--experts", "4").returncode == 0
+    keys = F.normalize(load_model(tmp_path / "jittered.safetensors")[0].routed[block].router.keys, dim=1)
+    cosine = (keys[2:] * keys[:2]).sum(1)
+    assert ((cosine > 0.99) & (cosine < 1)).all()
+
+    bad = upcycle("bad.safetensors", "--experts", "3")
+    assert bad.returncode == 2 and "multiple" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
