@@ -313,3 +313,6 @@ def test_upcycled_experts_copy_the_trained_ones_and_keep_a_top1_model_exact(tmp_
 
     bad = upcycle("bad.safetensors", "--experts", "3")
     assert bad.returncode == 2 and "multiple" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    save_checkpoint(tmp_path / "two.safetensors", seeded_model("restormer_tiny"), "restormer_tiny")
+    dense = upcycle("dense.safetensors", "--experts", "4")
+    assert dense.returncode == 2 and "no experts" in dense.stderr and len(dense.stderr.strip().splitlines()) == 1

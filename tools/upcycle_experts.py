@@ -69,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     old = meta["config"].get("num_experts")
-    if old is None or args.experts <= old or args.experts % old:
+    if old is None:
+        print(f"error: {args.weights}: a {meta['model']} checkpoint has no experts to upcycle", file=sys.stderr)
+        return 2
+    if args.experts <= old or args.experts % old:
         print(f"error: {args.weights}: has {old} experts per block; --experts must be a larger "
               f"multiple of it, not {args.experts}", file=sys.stderr)
         return 2
