@@ -138,7 +138,6 @@ def test_shipped_configs_load():
         resolve(cfg["model"]["name"]) if cfg["model"]["name"].startswith("restormer") else None
 
 
-
 @pytest.mark.parametrize("shipped, plain", [
     ("shipped/sler_ir_tiny.yaml", "ablations/sler_ir_routing_plain_long.yaml"),
     ("shipped/sler_ir_tiny_stage2.yaml", "ablations/sler_ir_routing_plain_long_stage2.yaml"),

@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 EXPERT_KEY = re.compile(r"^(.*\.experts\.)(\d+)(\..*)$")
 
@@ -42,7 +41,7 @@ def upcycled_state(state: dict[str, torch.Tensor], old: int, new: int, jitter: f
             copies = [value]
             for _ in range(new // old - 1):
                 noise = torch.randn(value.shape, generator=generator) * jitter / value.shape[1] ** 0.5
-                copies.append(F.normalize(value + noise, dim=1))
+                copies.append(value + noise)  # the router normalises keys itself on the sphere
             out[key] = torch.cat(copies)
         else:
             out[key] = value
